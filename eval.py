@@ -19,12 +19,10 @@ and prints a compact table. <out> is the run folder unless --out says otherwise.
 
 The rules every number below depends on:
 
-Steps. A completion is cut into steps after every period followed by whitespace (the whitespace
-  stays with the step it ends) and after every newline (with the whitespace after it); a cut that
-  would leave a whitespace-only step is skipped. "37+25=62. 62-18=44. Answer: 44" has three
-  steps, the last one being the answer. A token belongs to the step that holds its last
-  character; a token with no text (EOS) belongs to the step of the token before it, so EOS is
-  part of the last step. A step's score is the sum of its token rewards (prm.step_scores).
+Steps. prm.py defines them (its docstring gives the rules, shared with training): a step ends
+  after ". " or a newline, so "37+25=62. 62-18=44. Answer: 44" has three steps, the last one being
+  the answer; EOS is part of the last step. A step's score is the sum of its token rewards
+  (prm.step_scores).
 Trajectory scores for best-of-N: "sum" = R_phi(tau) (sum of token rewards), "mean" (per token),
   "min step" (lowest step score), "last step" (score of the final step, the answer and EOS).
 Ties. Every selector returns the LOWEST sample index among equal-best samples; between answer
@@ -82,7 +80,6 @@ Choices and deviations from the papers:
    prompt, so their noise is shared; the tables report the number of prompts and samples.
 """
 import argparse
-import bisect
 import html
 import json
 import math
@@ -184,70 +181,7 @@ def answer_of(task, completion: str):
     return None if answer is None else grader.normalize(answer)
 
 
-# ----------------------------------------------------------------------------- 2) steps
-
-BOUNDARY = re.compile(r"\.\s+|\n\s*")      # a step ends after ". " (period + whitespace) or a newline
-
-
-def split_steps(text: str) -> list[tuple[int, int]]:
-    """Character spans (start, end) of the steps of `text`; they tile the text; at least one span."""
-    cuts, start = [], 0
-    for m in BOUNDARY.finditer(text):
-        if m.end() < len(text) and text[start:m.start()].strip():
-            cuts.append(m.end())
-            start = m.end()
-    edges = [0] + cuts + [len(text)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
-def step_of_char(text: str, pos: int) -> int:
-    """Index of the step that holds character `pos` of `text`."""
-    return bisect.bisect_right([s for s, _ in split_steps(text)[1:]], pos)
-
-
-def token_steps(pieces: list[str]) -> list[int]:
-    """Step index of every token, given the text of each token (pieces concatenate to the completion)."""
-    starts = [s for s, _ in split_steps("".join(pieces))[1:]]                 # where steps 1, 2, .. begin
-    out, end, step = [], 0, 0
-    for piece in pieces:
-        end += len(piece)
-        if piece:                                                             # last character is end - 1
-            step = bisect.bisect_right(starts, end - 1)
-        out.append(step)                                                      # empty (EOS): previous step
-    return out
-
-
-def decode_pieces(tok, ids: list[int]) -> list[str]:
-    """The text of each token, such that the pieces concatenate to the decoded completion exactly.
-
-    One decode per token when that already concatenates right (character tokenizers, most BPE);
-    otherwise (multi-byte characters split over tokens, SentencePiece spaces) from the lengths of
-    decoded prefixes, so a token's piece may then hold part of a neighbour's character.
-    """
-    text = tok.decode(ids, skip_special_tokens=True)
-    pieces = [tok.decode([i], skip_special_tokens=True) for i in ids]
-    if "".join(pieces) == text:
-        return pieces
-    ends, prev = [], 0
-    for t in range(len(ids)):
-        prev = min(len(text), max(prev, len(tok.decode(ids[:t + 1], skip_special_tokens=True))))
-        ends.append(prev)
-    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
-
-
-def batch_steps(tok, batch: rollout.Batch):
-    """Step index of every completion token (N, T), -1 elsewhere; and each row's token pieces."""
-    step_id = torch.full(batch.ids.shape, -1, dtype=torch.long)               # (N, T)
-    all_pieces = []
-    for i in range(len(batch)):
-        cols = batch.completion_mask[i].nonzero().squeeze(1)                  # (L_i,)
-        pieces = decode_pieces(tok, batch.ids[i, cols].tolist())
-        step_id[i, cols] = torch.tensor(token_steps(pieces), dtype=torch.long)
-        all_pieces.append(pieces)
-    return step_id, all_pieces
-
-
-# ----------------------------------------------------------------------------- 3) traces with a known first wrong step
+# ----------------------------------------------------------------------------- 2) traces with a known first wrong step
 
 STEP_RE = re.compile(r"(-?\d+)\s*([+-])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.")      # one "a op b = c." step
 FINAL_RE = re.compile(r"Answer:\s*(-?\d+)")
@@ -286,7 +220,7 @@ def first_wrong_step(text: str, nums: list[int], ops: list[str]):
     any step after it is wrong. A trace that stops early with every step right has no wrong step.
     """
     values = tasks.solve(nums, ops)
-    for i, (s, e) in enumerate(split_steps(text)):
+    for i, (s, e) in enumerate(prm_lib.split_steps(text)):
         step = text[s:e].strip()
         if i < len(ops):
             m = STEP_RE.fullmatch(step)
@@ -325,7 +259,7 @@ def perturb_number(solution: str, rng: random.Random):
     value, delta = int(m.group(1).replace(",", "")), rng.choice(DELTAS)
     new = value + delta if value + delta >= 0 else value + abs(delta)
     text = solution[:m.start()] + str(new) + (m.group(2) or "") + solution[m.end():]
-    return text, step_of_char(text, m.start())
+    return text, prm_lib.step_of_char(text, m.start())
 
 
 def known_error_sets(tok, task, examples, seed: int) -> dict:
@@ -352,7 +286,7 @@ def known_error_sets(tok, task, examples, seed: int) -> dict:
     return sets
 
 
-# ----------------------------------------------------------------------------- 4) sampling and scoring
+# ----------------------------------------------------------------------------- 3) sampling and scoring
 
 @torch.no_grad()
 def sample(policy, tok, task, examples, n: int, max_new_tokens: int, temperature: float, seed: int,
@@ -388,7 +322,7 @@ class Scored:
 
 def score_set(prm, tok, batch: rollout.Batch, prompts: list[str], first_wrong: list, micro_batch: int) -> Scored:
     r = score(prm, batch, micro_batch)                                        # (N, T)
-    step_id, pieces = batch_steps(tok, batch)                                 # (N, T)
+    step_id, pieces = prm_lib.batch_steps(tok, batch)                         # (N, T)
     return Scored(batch, prompts, r, step_id, pieces, prm_lib.step_scores(r, step_id), first_wrong)
 
 
@@ -401,7 +335,7 @@ def aggregate(r: torch.Tensor, batch: rollout.Batch, step_id: torch.Tensor) -> d
             "last step": torch.stack([s[-1] for s in steps])}                            # (N,)
 
 
-# ----------------------------------------------------------------------------- 5) pass@1 and pass@k
+# ----------------------------------------------------------------------------- 4) pass@1 and pass@k
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct: 1 - C(n - c, k) / C(n, k) (Chen et al. 2021)."""
@@ -409,7 +343,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-# ----------------------------------------------------------------------------- 6) selectors and test-time scaling
+# ----------------------------------------------------------------------------- 5) selectors and test-time scaling
 
 def best_of_n(scores: list[float]) -> int:
     """Index of the highest score; ties: the lowest index."""
@@ -483,7 +417,7 @@ def scaling_curves(samples: list[dict], Ns: list[int], subsets: int, select: dic
     return curves
 
 
-# ----------------------------------------------------------------------------- 7) PRM quality
+# ----------------------------------------------------------------------------- 6) PRM quality
 
 def step_auc(step_scores: list[torch.Tensor], first_wrong: list) -> dict:
     """AUC of step scores separating correct steps (before the first wrong one) from first wrong steps."""
@@ -496,7 +430,7 @@ def step_auc(step_scores: list[torch.Tensor], first_wrong: list) -> dict:
     return {"auc": prm_lib.auc(xs, ys), "steps": len(xs), "wrong_steps": ys.count(0)}
 
 
-# ----------------------------------------------------------------------------- 8) error localisation
+# ----------------------------------------------------------------------------- 7) error localisation
 
 def lowest_step(s: torch.Tensor) -> int:
     """Index of the lowest step score; ties: the earliest step."""
@@ -525,7 +459,7 @@ def localisation(step_scores: list[torch.Tensor], first_wrong: list[int]) -> dic
             "first_wrong_hist": histogram(first_wrong), "lowest_hist": histogram(lowest)}
 
 
-# ----------------------------------------------------------------------------- 9) all-fail groups (early signal)
+# ----------------------------------------------------------------------------- 8) all-fail groups (early signal)
 
 def all_fail_stats(correct: list[list[int]], R: list[list[float]], k: int, progress=None) -> dict:
     """Groups of k consecutive samples per prompt; in groups where all fail, what R_phi still says.
@@ -554,7 +488,7 @@ def all_fail_stats(correct: list[list[int]], R: list[list[float]], k: int, progr
     return out
 
 
-# ----------------------------------------------------------------------------- 10) test-time training
+# ----------------------------------------------------------------------------- 9) test-time training
 
 @torch.no_grad()
 def test_time_training(before, after, prm, tok, task, examples, a: Args, micro_batch: int) -> dict:
@@ -574,7 +508,7 @@ def test_time_training(before, after, prm, tok, task, examples, a: Args, micro_b
     return out
 
 
-# ----------------------------------------------------------------------------- 11) HTML: heatmaps, SVG charts, the report
+# ----------------------------------------------------------------------------- 10) HTML: heatmaps, SVG charts, the report
 
 @dataclass
 class Trace:
@@ -889,7 +823,7 @@ def report_html(res: dict, heatmaps: dict, metrics_path: str) -> str:
     return page("rePIRL evaluation report", "\n".join(b))
 
 
-# ----------------------------------------------------------------------------- 12) the whole evaluation
+# ----------------------------------------------------------------------------- 11) the whole evaluation
 
 def main(a: Args) -> dict:
     hf_logging.set_verbosity_error()

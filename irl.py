@@ -4,7 +4,7 @@
     bc_loss        behaviour cloning (SFT)            on log pi_theta per expert token
     airl_loss      R-AIRL / rePIRL Prop. 3            on f(s, a) per token, expert vs policy
     prime_loss     PRIME implicit PRM                 on beta log(pi_psi / pi_ref), outcome labels
-    step_bce_loss  Math-Shepherd, Monte Carlo labels  on the PRM's score per step
+    step_bce_loss  Math-Shepherd, Monte Carlo labels  on the PRM's score per step (rewards: mc_step_rewards)
 The rest of this docstring is rePIRL's; each baseline's function docstring gives its equations,
 shapes, normaliser and deviations from its paper.
 
@@ -262,7 +262,7 @@ def step_end_positions(step_id: torch.Tensor) -> torch.Tensor:
     """Column of the last token of every step, (B, S) long, -1 padding.
 
     step_id (B, T) numbers each completion token's step 0, 1, .. and is -1 elsewhere (the layout of
-    prm.step_scores and eval.batch_steps); S = the largest step count in the batch.
+    prm.step_scores and prm.batch_steps); S = the largest step count in the batch.
     """
     B, T = step_id.shape
     S = int(step_id.max()) + 1 if step_id.numel() else 0
@@ -309,6 +309,52 @@ def step_bce_loss(step_logits: torch.Tensor, step_labels: torch.Tensor, n_steps=
         stats = {"irl/step_bce": loss.item(), "irl/step_label": _mean(y), "irl/step_prob": _mean(z.sigmoid()),
                  "irl/step_acc": _mean(((z > 0) == (y > 0.5)).float())}
     return loss, stats
+
+
+def rollout_step_labels(n_correct: torch.Tensor, n_rollouts: int, r_o: torch.Tensor, step_end: torch.Tensor,
+                        hard: bool = True) -> torch.Tensor:
+    """Labels (B, S) of every step of B rollouts: Monte Carlo before the last step, the outcome at the last.
+
+    The prefix ending at the last step is the whole rollout, so nothing is left to sample: its label
+    is the rollout's own outcome (`mc_step_labels` with n_correct = r_o, n_rollouts = 1).
+
+    n_correct   (B, S) continuations that reached the answer, out of `n_rollouts`, from the prefix ending
+                at each step; read for steps before the last only
+    r_o         (B,) the rollouts' outcomes in {0, 1}
+    step_end    (B, S) last column of each step, -1 padding (`step_end_positions`)
+    Returns float32 (B, S), hard or soft as `mc_step_labels`, 0 on padding.
+    """
+    valid = step_end >= 0                                                       # (B, S)
+    is_last = valid & ~torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], 1)  # (B, S) each row's last step
+    correct = (r_o > 0.5).float()[:, None].expand_as(step_end)                  # (B, S)
+    k = torch.where(is_last, correct, torch.as_tensor(n_correct, dtype=torch.float32, device=step_end.device)) * valid
+    n = torch.where(is_last, 1.0, float(n_rollouts))                            # (B, S)
+    return mc_step_labels(k, n, hard) * valid                                   # (B, S)
+
+
+def mc_step_rewards(r: torch.Tensor, step_end: torch.Tensor) -> torch.Tensor:
+    """Math-Shepherd's process rewards for the policy: sigmoid(z_s) on the last token of step s, 0 elsewhere.
+
+    r (B, T) from prm.token_rewards, step_end (B, S) from `step_end_positions`; returns (B, T), detached.
+
+    Why this reading: `step_bce_loss` trains sigmoid(z_s), read at the step's last token, to be the
+    chance that the prefix ending there still reaches the right answer when the policy continues it
+    (hard labels: whether any continuation does; soft: the fraction), a value of the state after
+    the step. Math-Shepherd's step-by-step PPO rewards the policy at the end of each step with this
+    score. Passed to rloo.advantages as the process rewards r with weight alpha (or to
+    rloo.per_token_rewards for --estimator ppo), token t's process return is alpha times the sum of
+    the probabilities of the steps ending at or after t: each token earns its own step's score and
+    the later ones'; the RLOO baseline subtracts the other samples' mean sum over their steps.
+
+    Deviation to know: a sum of probabilities in (0, 1) grows with the number of steps (up to alpha
+    per step), a length incentive the outcome (weight 1) has to dominate; differences of successive
+    probabilities (potential-based shaping) would not add one, but are not what Math-Shepherd gives.
+    """
+    z = gather_step_scores(r.detach(), step_end)                                # (B, S) step logits
+    rows, steps = (step_end >= 0).nonzero(as_tuple=True)                        # (n,), (n,) real steps
+    out = torch.zeros_like(r, dtype=torch.float32)                              # (B, T)
+    out[rows, step_end[rows, steps]] = z[rows, steps].float().sigmoid()         # p_s at each step's last token
+    return out
 
 
 def _mean(x: torch.Tensor) -> float:

@@ -6,6 +6,11 @@ chapter stays about tasks. Two functions:
     load_records(source) -> list[dict]       # a hub id, a local folder, or a .jsonl/.json/.parquet file
     to_fields(record) -> Fields | None       # one record of any layout below -> question, answer, solution
 
+A `.jsonl` file is read line by line (`read_jsonl`), so a bad line is named `path:line`: not UTF-8,
+not a JSON object; an empty file is refused. `to_fields` refuses a record with no question or
+answer, or a field of the wrong type. `BadRecords` turns each of these into a ValueError, or, with
+`skip_bad`, skips and counts them and reports one line per file.
+
 A source is written `ID_OR_PATH[:CONFIG[,CONFIG...]][@SPLIT]`:
 
     openai/gsm8k:main@train                   # datasets.load_dataset("openai/gsm8k", "main", split="train")
@@ -48,11 +53,16 @@ in inverse RL the reward model learns what separates expert from policy text, an
 never writes "<<...>>" nor "####" (it is told to answer in \\boxed{}), so those tokens would
 hand the PRM a trivial, useless feature.
 """
+import json
+import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from grader import extract_answer
+
+log = logging.getLogger(__name__)
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -66,8 +76,30 @@ class Fields(NamedTuple):
 
 # ----------------------------------------------------------------------------- loading
 
+class BadRecords:
+    """The bad records of one source: the first raises ValueError("where: what; expected ..."), or,
+    with `skip_bad`, each is counted and `report` logs one line for all of them."""
+
+    def __init__(self, source: str, skip_bad: bool = False):
+        self.source, self.skip_bad, self.count, self.first = source, skip_bad, 0, None
+
+    def __call__(self, where: str, problem: str):
+        if not self.skip_bad:
+            raise ValueError(f"{where}: {problem}")
+        self.count, self.first = self.count + 1, self.first or f"{where}: {problem}"
+
+    def report(self):
+        if self.count:
+            log.warning(f"skipped {self.count} bad records in {self.source} (first: {self.first})")
+
+
 def load_records(source: str, like: str = "") -> list[dict]:
-    """All records of one source (syntax: module docstring) as plain dicts.
+    """All records of one source (syntax: module docstring) as plain dicts; a bad .jsonl line raises."""
+    return [record for _, record in load_located(source, like, BadRecords(source))]
+
+
+def load_located(source: str, like: str, bad: BadRecords) -> Iterable[tuple[str, dict]]:
+    """(where, record) for every record of one source: `path:line` in a .jsonl file, else `source[i]`.
 
     `like` is the task's default source: a local folder, or the same hub id, that names no
     config or split takes those of `like` (so a local copy of a hub folder loads as the hub copy
@@ -77,11 +109,15 @@ def load_records(source: str, like: str = "") -> list[dict]:
 
     path, configs, split = parse_source(source)
     like_path, like_configs, like_split = parse_source(like) if like else ("", [None], None)
+    if not os.path.exists(path) and os.path.splitext(path)[1].lower() in FILE_FORMATS:
+        raise ValueError(f"{source}: no such file; expected an existing {', '.join(FILE_FORMATS)} file or a hub id")
     if os.path.isfile(path):
         ext = os.path.splitext(path)[1].lower()
         if ext not in FILE_FORMATS:
             raise ValueError(f"{source}: a data file must end in {', '.join(FILE_FORMATS)}")
-        return list(datasets.load_dataset(FILE_FORMATS[ext], data_files=path, split="train"))
+        if ext == ".jsonl":
+            return read_jsonl(path, bad)
+        return indexed(source, datasets.load_dataset(FILE_FORMATS[ext], data_files=path, split="train"))
     if os.path.isdir(path) or path == like_path:
         configs, split = (configs if configs != [None] else like_configs), (split or like_split)
     records = []
@@ -92,7 +128,40 @@ def load_records(source: str, like: str = "") -> list[dict]:
                 raise ValueError(f"{source} has splits {', '.join(part)}: name one, e.g. {path}@{next(iter(part))}")
             part = next(iter(part.values()))
         records.extend(part)
-    return records
+    return indexed(source, records)
+
+
+def indexed(source: str, records) -> list[tuple[str, dict]]:
+    """(source[i], record) pairs: where a record of a hub split, a parquet or a .json file sits."""
+    return [(f"{source}[{i}]", record) for i, record in enumerate(records)]
+
+
+def read_jsonl(path: str, bad: BadRecords) -> Iterator[tuple[str, dict]]:
+    """(path:line, record) for every non-blank line of a JSONL file, in file order. A line that is not
+    UTF-8 or not one JSON object goes to `bad` (which raises or counts it); a file with no record raises."""
+    empty = True
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad(where, f"byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; expected UTF-8 text")
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad(where, f"not a JSON record ({e.msg} at column {e.pos + 1}); expected one JSON object per line")
+                continue
+            if not isinstance(record, dict):
+                bad(where, f"a JSON {type(record).__name__}; expected one JSON object per line")
+                continue
+            empty = False
+            yield where, record
+    if empty and not bad.count:
+        raise ValueError(f"{path}: empty file; expected one JSON object per line")
 
 
 def parse_source(source: str) -> tuple[str, list[str | None], str | None]:
@@ -108,11 +177,20 @@ def parse_source(source: str) -> tuple[str, list[str | None], str | None]:
 
 EURUS_SUFFIX = re.compile(r"\s*Present the answer in LaTex format: \\boxed\{Your answer\}\s*$")
 CALCULATOR = re.compile(r"<<[^<>]*>>")
+TEXT = (str, int, float, list)                      # a list: chat messages, or OlympiadBench's parts
+FIELD_TYPES = {"reward_model": (dict,)} | dict.fromkeys(
+    ("problem", "question", "prompt", "context", "answer", "final_answer", "solution", "response"), TEXT)
 
 
 def to_fields(record: dict) -> Fields | None:
-    """Question, gold answer and solution of one record of any known layout; None to skip it."""
+    """Question, gold answer and solution of one record of any known layout; None to skip a record
+    of another kind (Eurus' code problems). ValueError, saying what was found and what was
+    expected, for a record with no question or answer, an empty solution, or a field of the wrong type."""
     r = {k.lower(): v for k, v in record.items()}
+    for key, types in FIELD_TYPES.items():
+        if r.get(key) is not None and not isinstance(r[key], types):
+            raise ValueError(f"field {key!r} has type {type(r[key]).__name__}; expected "
+                             + " or ".join(t.__name__ for t in types))
     rid = r.get("id", r.get("unique_id"))
     solution = _text(r.get("solution", r.get("response")), sep="\n\n")
     if r.get("reward_model") is not None:                                         # 1) Eurus / veRL
@@ -131,8 +209,13 @@ def to_fields(record: dict) -> Fields | None:
             answer, solution = _last_line_after_hashes(answer), gsm8k_solution(answer)
         elif not answer and solution:                                             # MATH: boxed
             answer = extract_answer(solution)
-    if not question or not answer:
-        return None
+    if not question or not question.strip():
+        raise ValueError("no question; expected a non-empty 'problem', 'question' or 'prompt' field")
+    if not answer or not answer.strip():
+        raise ValueError("no answer; expected a non-empty 'answer', 'final_answer', 'reward_model.ground_truth' "
+                         "or a \\boxed{} in 'solution'")
+    if solution is not None and not solution.strip():
+        raise ValueError("empty solution; expected the expert's text, or no 'solution' / 'response' field")
     return Fields(None if rid is None else str(rid), question.strip(), answer.strip(), solution)
 
 

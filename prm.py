@@ -11,12 +11,27 @@ and of y_0..y_t, i.e. of the state s_t and the action a_t = y_t, and the head re
 A head the checkpoint does not have is initialised to zero, so a new PRM starts at r = 0 and
 every early weight in Eqn 5 comes from the policy's log-probabilities alone.
 
-Steps (for step scores, error localisation and best-of-N) are runs of completion tokens ended by
-a step separator; `step_scores` sums token rewards within each step.
+The same model with the head read one position earlier is a critic (PPO's value function,
+`--estimator ppo`): the hidden state at t - 1 has seen s_t = [x, y_0..y_{t-1}] but not a_t, so
+
+    V(s_t) = w . h_{t-1} + b               for completion tokens t          (`state_values`)
+
+Steps: what a step is, for everything that reads the PRM per step (Math-Shepherd's step labels
+and rewards in train.py, step scores, error localisation and best-of-N in eval.py). A completion
+is cut into steps after every period followed by whitespace (the whitespace stays with the step
+it ends) and after every newline (with the whitespace after it); a cut that would leave a
+whitespace-only step is skipped. "37+25=62. 62-18=44. Answer: 44" has three steps, the last one
+being the answer. A token belongs to the step that holds its last character; a token with no text
+(EOS) belongs to the step of the token before it, so EOS is part of the last step. `step_scores`
+sums token rewards within each step.
 
     python prm.py     # scores a sequence with an untrained tiny PRM and prints the shapes
 """
+import bisect
+import re
+
 import torch
+import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 
@@ -41,12 +56,87 @@ def token_rewards(prm, ids: torch.Tensor, attention_mask: torch.Tensor, completi
     return r.float() * completion_mask                                          # (B, T)
 
 
+def state_values(critic, ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor):
+    """V(s_t) for every completion token t, read from the critic's output at position t - 1: (B, T).
+
+    The state before action a_t ends with token t - 1 (for the first completion token, the last
+    prompt token), so `values[:, t]` lines up with the action it precedes; 0 off completion tokens.
+    """
+    before = F.pad(completion_mask[:, 1:], (0, 1))                             # (B, T) positions t - 1 of actions t
+    out = token_rewards(critic, ids, attention_mask, before)                    # (B, T) head output there
+    return F.pad(out[:, :-1], (1, 0))                                           # (B, T) shifted onto t
+
+
 def trajectory_reward(r: torch.Tensor, completion_mask: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
     """R_phi(tau): the sum (default) or mean of the token rewards of each completion: (B,)."""
     R = (r * completion_mask).sum(-1)                                           # (B,)
     if reduce == "mean":
         R = R / completion_mask.sum(-1).clamp(min=1)
     return R
+
+
+# ----------------------------------------------------------------------------- steps
+
+BOUNDARY = re.compile(r"\.\s+|\n\s*")      # a step ends after ". " (period + whitespace) or a newline
+
+
+def split_steps(text: str) -> list[tuple[int, int]]:
+    """Character spans (start, end) of the steps of `text`; they tile the text; at least one span."""
+    cuts, start = [], 0
+    for m in BOUNDARY.finditer(text):
+        if m.end() < len(text) and text[start:m.start()].strip():
+            cuts.append(m.end())
+            start = m.end()
+    edges = [0] + cuts + [len(text)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def step_of_char(text: str, pos: int) -> int:
+    """Index of the step that holds character `pos` of `text`."""
+    return bisect.bisect_right([s for s, _ in split_steps(text)[1:]], pos)
+
+
+def token_steps(pieces: list[str]) -> list[int]:
+    """Step index of every token, given the text of each token (pieces concatenate to the completion)."""
+    starts = [s for s, _ in split_steps("".join(pieces))[1:]]                 # where steps 1, 2, .. begin
+    out, end, step = [], 0, 0
+    for piece in pieces:
+        end += len(piece)
+        if piece:                                                             # last character is end - 1
+            step = bisect.bisect_right(starts, end - 1)
+        out.append(step)                                                      # empty (EOS): previous step
+    return out
+
+
+def decode_pieces(tok, ids: list[int]) -> list[str]:
+    """The text of each token, such that the pieces concatenate to the decoded completion exactly.
+
+    One decode per token when that already concatenates right (character tokenizers, most BPE);
+    otherwise (multi-byte characters split over tokens, SentencePiece spaces) from the lengths of
+    decoded prefixes, so a token's piece may then hold part of a neighbour's character.
+    """
+    text = tok.decode(ids, skip_special_tokens=True)
+    pieces = [tok.decode([i], skip_special_tokens=True) for i in ids]
+    if "".join(pieces) == text:
+        return pieces
+    ends, prev = [], 0
+    for t in range(len(ids)):
+        prev = min(len(text), max(prev, len(tok.decode(ids[:t + 1], skip_special_tokens=True))))
+        ends.append(prev)
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def batch_steps(tok, batch):
+    """Step index of every completion token (N, T), -1 elsewhere, on the batch's device; and each row's
+    token pieces. `batch` is a rollout.Batch."""
+    step_id = torch.full(batch.ids.shape, -1, dtype=torch.long, device=batch.ids.device)  # (N, T)
+    all_pieces = []
+    for i in range(len(batch)):
+        cols = batch.completion_mask[i].nonzero().squeeze(1)                  # (L_i,)
+        pieces = decode_pieces(tok, batch.ids[i, cols].tolist())
+        step_id[i, cols] = torch.tensor(token_steps(pieces), dtype=torch.long, device=step_id.device)
+        all_pieces.append(pieces)
+    return step_id, all_pieces
 
 
 def step_scores(r: torch.Tensor, step_id: torch.Tensor) -> list[torch.Tensor]:

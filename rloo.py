@@ -1,4 +1,5 @@
-"""Policy update: advantages with token-level process rewards, and the PPO-clipped surrogate.
+"""Policy update: advantages with token-level process rewards, the PPO-clipped surrogate, and PPO's
+critic (GAE advantages, clipped value loss).
 
 Pure tensor functions returning `(tensors or loss, stats)`; no model, no config object.
 
@@ -21,15 +22,34 @@ it means each part is standardised by its own group statistics.
 `estimator` picks the baseline (rePIRL Table 3): `rloo` leave-one-out mean; `grpo` group mean
 and group standard deviation; `reinforce` none.
 
-Policy loss: PPO clip (eps = 0.2) on the ratio pi_theta / pi_old per token, an entropy BONUS
-(maximum-entropy RL, Eqn 6: the paper's printed sign on E[log pi] is a typo; entropy is
-maximised), and an optional k3 KL penalty to a reference policy.
+`ppo` replaces the group baseline by a learned critic V(s_t), PPO's value head (Schulman et al.
+2017), with generalised advantage estimation (GAE, Schulman et al. 2016) over the same rewards:
+
+    rew(i, t) = alpha * r_phi(i, t) + [t = last completion token of i] * r_o(i)
+    delta_t   = rew_t + gamma V(s_{t+1}) - V(s_t),     A_t = sum_{l >= 0} (gamma lam)^l delta_{t+l}
+    G_t       = A_t + V(s_t)                           (the critic's target; clipped value loss)
+
+With gamma = lam = 1, A_t = sum_{t' >= t} rew_t' - V(s_t): the same reward-to-go as above, with a
+per-state baseline in place of the others' mean. Deviations from PPO as usually run for LLMs:
+1. no advantage whitening: the critic is the only baseline, so a new critic (zero head, V = 0)
+   starts as REINFORCE without a baseline and improves as it learns;
+2. a completion cut at the length limit is terminal like one ending in EOS (the checker judges the
+   cut text, so nothing follows it): V = 0 after every last token;
+3. gamma = lam = 1 by default, as Open-Reasoner-Zero (arXiv 2503.24290) runs PPO on reasoning:
+   with lam < 1 the outcome's weight shrinks geometrically with its distance from token t
+   (PPO's usual lam = 0.95 is `--gae-lambda 0.95`).
+The critic takes one step per policy step (the same minibatches), on the clipped value loss.
+
+Policy loss (every estimator): PPO clip (eps = 0.2) on the ratio pi_theta / pi_old per token, an
+entropy BONUS (maximum-entropy RL, Eqn 6: the paper's printed sign on E[log pi] is a typo; entropy
+is maximised), and an optional k3 KL penalty to a reference policy.
 
 Normaliser: every loss here is sum over completion tokens / `n_tokens`, the number of completion
 tokens in the whole batch (over micro-batches and ranks, passed in by the caller), so micro-batch
 and rank splits sum to the full-batch loss.
 """
 import torch
+import torch.nn.functional as F
 
 
 def group_baseline(x: torch.Tensor, estimator: str):
@@ -105,4 +125,78 @@ def policy_loss(logp, logp_old, adv, completion_mask, entropy=None, clip: float 
                  "policy/approx_kl": (((ratio - 1) - log_ratio) * mask).sum().item() / m.item()}
         if entropy is not None:
             stats["policy/entropy"] = (entropy * mask).sum().item() / m.item()
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------- PPO with a learned critic (GAE)
+
+def per_token_rewards(r_o: torch.Tensor, r: torch.Tensor, completion_mask: torch.Tensor, alpha: float,
+                      logp: torch.Tensor | None = None, ent_coef: float = 0.0) -> torch.Tensor:
+    """The reward rew(i, t) of every completion token for a critic, (N, T), 0 off the mask:
+
+        rew(i, t) = alpha * r(i, t) + [t = last completion token of i] * r_o(i)   ( - ent_coef log pi(a_t | s_t) )
+
+    r_o (N,) outcomes, r (N, T) process rewards; with `logp` (N, T) the entropy enters the return as in
+    `advantages`. Summed over t' >= t it is the return G(i, t) that `advantages` baselines.
+    """
+    mask = completion_mask.float()                                              # (N, T)
+    last = mask * (1 - F.pad(mask[:, 1:], (0, 1)))                              # (N, T) 1 on the last completion token
+    rew = (alpha * r + r_o.float()[:, None] * last) * mask                      # (N, T)
+    if logp is not None and ent_coef:
+        rew = rew - ent_coef * logp.detach() * mask                             # (N, T)
+    return rew
+
+
+def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, completion_mask: torch.Tensor,
+                   gamma: float = 1.0, lam: float = 1.0):
+    """GAE advantages and value targets over each row's completion tokens (Schulman et al. 2016).
+
+        delta_t = rew_t + gamma V(s_{t+1}) - V(s_t)       V(s_{t+1}) = 0 after the last completion token
+        A_t     = delta_t + gamma lam A_{t+1}             = sum_{l >= 0} (gamma lam)^l delta_{t+l}
+        G_t     = A_t + V(s_t)
+
+    rewards          (N, T) rew_t (`per_token_rewards`: outcome on the last token, alpha * process on all)
+    values           (N, T) V(s_t) lined up with the action a_t it precedes: the state s_t = [x, y_<t]
+                     ends at position t - 1, so it is the critic's output at position t - 1
+                     (prm.state_values reads it there and shifts it onto t)
+    completion_mask  (N, T) completion tokens, contiguous in each row
+    Returns (advantages, returns), (N, T) each, detached, 0 off the mask. lam = 1: A_t is the reward-to-go
+    minus V(s_t) (Monte Carlo, unbiased); lam = 0: the one-step TD error (biased by the critic, lower variance).
+    """
+    mask = completion_mask.float()                                              # (N, T)
+    rew = rewards.detach() * mask                                               # (N, T)
+    v = values.detach() * mask                                                  # (N, T) V(s_t)
+    v_next = F.pad(v[:, 1:], (0, 1))                                            # (N, T) V(s_{t+1}), 0 after the end
+    delta = rew + gamma * v_next - v                                            # (N, T)
+    adv = torch.zeros_like(delta)                                               # (N, T)
+    running = torch.zeros_like(delta[:, 0])                                     # (N,) A_{t+1}
+    for t in reversed(range(delta.shape[1])):
+        running = (delta[:, t] + gamma * lam * running) * mask[:, t]           # (N,) 0 before the completion
+        adv[:, t] = running
+    return adv, (adv + v) * mask
+
+
+def value_loss(v: torch.Tensor, v_old: torch.Tensor, returns: torch.Tensor, completion_mask: torch.Tensor,
+               clip: float = 0.2, n_tokens=None):
+    """PPO's clipped value loss, all (N, T) inputs:
+
+        v_clip = v_old + clip(v - v_old, -eps, eps)
+        loss   = sum_t 0.5 * max((v - G_t)^2, (v_clip - G_t)^2) / n_tokens
+
+    v are the critic's values V(s_t) under grad, v_old the same before this batch's steps, G_t the
+    returns of `gae_advantages`. The max keeps the pessimistic of the two, so a step cannot gain by
+    moving a value further than eps from v_old (PPO2's clip, applied to the critic).
+    Normaliser: `n_tokens`, the completion tokens of the whole batch (default: those of this call).
+    """
+    mask = completion_mask.float()                                              # (N, T)
+    n_tokens = mask.sum().clamp(min=1) if n_tokens is None else n_tokens
+    G, v_old = returns.detach(), v_old.detach()                                 # (N, T), (N, T)
+    v_clip = v_old + (v - v_old).clamp(-clip, clip)                             # (N, T)
+    per_token = 0.5 * torch.max((v - G) ** 2, (v_clip - G) ** 2)                # (N, T)
+    loss = (per_token * mask).sum() / n_tokens
+    with torch.no_grad():
+        m = mask.sum().clamp(min=1).item()
+        stats = {"critic/loss": loss.item(),
+                 "critic/clip_frac": (((v - v_old).abs() > clip).float() * mask).sum().item() / m,
+                 "critic/value": (v * mask).sum().item() / m}
     return loss, stats

@@ -99,15 +99,29 @@ def generate(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, 
     Sampling is plain softmax(logits / temperature): no top-k, no top-p, so `token_logprobs` at the
     same temperature is exactly the sampling distribution.
     """
-    enc = tokenizer(prompts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
+    prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    return generate_from_ids(model, tokenizer, prompt_ids, k, max_new_tokens, temperature)
+
+
+@torch.no_grad()
+def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max_new_tokens: int,
+                      temperature: float) -> Batch:
+    """`generate` from token ids: continue any state s_t = [x, y_0..y_{t-1}] exactly as it was sampled
+    (Math-Shepherd's completions start from a prompt and part of a rollout; text would re-tokenise)."""
     device = next(model.parameters()).device
-    prompt_ids = enc.input_ids.repeat_interleave(k, 0).to(device)                # (N, P), N = len(prompts) * k
-    prompt_mask = enc.attention_mask.repeat_interleave(k, 0).to(device)          # (N, P)
+    P = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), P), tokenizer.pad_token_id, dtype=torch.long)  # (G, P) left-padded
+    mask = torch.zeros(len(prompt_ids), P, dtype=torch.long)                     # (G, P)
+    for i, p in enumerate(prompt_ids):
+        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, P - len(p):] = 1
+    input_ids = ids.repeat_interleave(k, 0).to(device)                           # (N, P), N = G * k
+    prompt_mask = mask.repeat_interleave(k, 0).to(device)                        # (N, P)
     config = GenerationConfig(
         do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)  # (N, P + L)
-    completion = out[:, prompt_ids.shape[1]:]                                    # (N, L)
+    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, generation_config=config)  # (N, P + L)
+    completion = out[:, P:]                                                      # (N, L)
     is_eos = completion == tokenizer.eos_token_id                                # (N, L)
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0                           # (N, L) strictly after the first EOS
     completion_mask = ~after_eos                                                 # (N, L)
@@ -116,7 +130,7 @@ def generate(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, 
         ids=out,
         attention_mask=torch.cat([prompt_mask, completion_mask.long()], 1),     # (N, T)
         completion_mask=torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), completion_mask], 1),  # (N, T)
-        group=torch.arange(len(prompts)).repeat_interleave(k).to(device),        # (N,)
+        group=torch.arange(len(ids)).repeat_interleave(k).to(device),            # (N,)
         completions=texts,
     )
 

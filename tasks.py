@@ -44,6 +44,10 @@ Expert trajectories: the data set's gold solutions (`Example.solution`), or a JS
 {"prompt", "response", "answer"?} records (`load_expert`, `attach_expert`) written by
 scripts/make_expert.py from gold solutions or by rejection sampling a stronger model.
 
+Bad input: every record of a data file (`MathTask.load`) and of an expert file (`load_expert`) is
+checked as it is read; a bad one raises ValueError("path:line: what was found; expected ..."), or,
+with `skip_bad`, is skipped, and one line reports how many and the first.
+
 Code tasks (record layouts: code_data.py; execution: sandbox.py) reward a completion 1 when the
 last fenced block passes every test of the problem (all-pass, as rePIRL and PRIME): `code-synth`
 (one-line functions with generated asserts, for the CPU), `eurus-code`, `leetcode`,
@@ -80,6 +84,7 @@ class Example:
     prompt: str                   # the question, before any template
     answer: str                   # gold final answer
     solution: str | None = None   # an expert trajectory (the response only), if the data has one
+    where: str = dataclasses.field(default="", compare=False)   # its record, for messages: path:line or source[i]
 
 
 # ----------------------------------------------------------------------------- synthetic arithmetic
@@ -91,12 +96,17 @@ class Arithmetic:
     """`n_terms` integers from [lo, hi] joined by + and -, solved left to right, one step each."""
 
     name = "arithmetic"
+    answer_form = "a last line 'Answer: N'"
 
-    def __init__(self, n_terms: int = 3, lo: int = 1, hi: int = 99, n_train: int = 20000,
+    def __init__(self, n_terms: int = 3, lo: int = 1, hi: int = 99, n_train: int = 0,
                  n_test: int = 200, seed: int = 0):
-        n_train = n_train or 20000                    # 0 means "the task's default", as for data sets
         if n_terms < 2 or lo > hi:
             raise ValueError(f"arithmetic needs n_terms >= 2 and lo <= hi, got n_terms={n_terms}, lo={lo}, hi={hi}")
+        distinct = (hi - lo + 1) ** n_terms * 2 ** (n_terms - 1)
+        if n_test >= distinct or n_train > distinct - n_test:
+            raise ValueError(f"arithmetic with {n_terms} terms of {lo}..{hi} has {distinct} distinct problems: "
+                             f"n_test={n_test} + n_train={n_train} do not fit (n_train=0 takes what is left)")
+        n_train = n_train or min(20000, distinct - n_test)  # 0: the task's default, as for data sets
         self.n_terms, self.lo, self.hi = n_terms, lo, hi
         rng = random.Random(f"arithmetic-{seed}")
         seen, examples = set(), []
@@ -118,9 +128,13 @@ class Arithmetic:
     def render(self, ex: Example, tokenizer=None) -> str:
         return ex.prompt + "\n"
 
-    def reward(self, completion: str, ex: Example) -> float:
+    def final_answer(self, completion: str) -> str | None:
+        """The answer the reward reads: N of a last 'Answer: N' (None: there is none)."""
         match = ANSWER_RE.search(completion.strip())
-        return float(match is not None and match.group(1) == ex.answer)
+        return match and match.group(1)
+
+    def reward(self, completion: str, ex: Example) -> float:
+        return float(self.final_answer(completion) == ex.answer)
 
 
 def solve(nums: list[int], ops: list[str]) -> list[int]:
@@ -167,12 +181,12 @@ def build_prompt(question: str, tokenizer=None, style: str = "auto", instruction
 def drop_long_prompts(task, tokenizer, max_prompt_tokens: int, splits=("train", "test")) -> dict[str, list[str]]:
     """Remove from the task's `splits` the examples whose rendered prompt has more than
     `max_prompt_tokens` tokens (0: no limit). Never truncates. Returns the dropped ids per split
-    and logs each split's count with its first ids."""
+    and logs each split's count with where the first one is (its record's path:line, else its id)."""
     dropped = {split: [] for split in splits}
     if max_prompt_tokens <= 0:
         return dropped
     for split in dropped:
-        examples, kept = getattr(task, split), []
+        examples, kept, first = getattr(task, split), [], None
         for i in range(0, len(examples), 1000):                                  # bounded memory
             chunk = examples[i:i + 1000]
             ids = tokenizer([task.render(ex, tokenizer) for ex in chunk], add_special_tokens=False).input_ids
@@ -181,10 +195,11 @@ def drop_long_prompts(task, tokenizer, max_prompt_tokens: int, splits=("train", 
                     kept.append(ex)
                 else:
                     dropped[split].append(ex.id)
+                    first = first or f"{ex.where or ex.id}, {len(prompt_ids)} tokens"
         setattr(task, split, kept)
         if dropped[split]:
             log.warning(f"{task.name}: skipped {len(dropped[split])} of {len(examples)} {split} prompts longer than "
-                        f"{max_prompt_tokens} tokens (first: {', '.join(dropped[split][:5])})")
+                        f"{max_prompt_tokens} tokens (first: {first})")
     return dropped
 
 
@@ -202,15 +217,18 @@ class MathTask:
     name = "jsonl"
     train_source = ""
     test_source = ""
+    answer_form = "a \\boxed{} answer (or a last 'Answer:' line, or a number)"
+    final_answer = staticmethod(grader.extract_answer)          # the answer the reward reads (None: none)
 
     def __init__(self, data: str = "", test_data: str = "", n_train: int = 0, n_test: int = 0,
-                 prompt_style: str = "auto", seed: int = 0):
+                 prompt_style: str = "auto", seed: int = 0, skip_bad: bool = False):
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style {prompt_style!r}: expected one of {', '.join(PROMPT_STYLES)}")
         self.data, self.test_data = data or self.train_source, test_data or self.test_source
         if not self.data and not self.test_data:
             raise ValueError(f"task {self.name!r} needs a data file: data=path/to/train.jsonl (or .parquet)")
         self.n_train, self.n_test, self.prompt_style, self.seed = n_train, n_test, prompt_style, seed
+        self.skip_bad = skip_bad
 
     @functools.cached_property
     def train(self) -> list[Example]:
@@ -236,20 +254,33 @@ class MathTask:
         return subset([examples[i] for i in sorted(order[self.n_test:])], self.n_train, self.seed), test
 
     def load(self, source: str, split: str, like: str = "") -> list[Example]:
-        """The Examples of one source; records with no question or answer, or not math, are skipped.
+        """The Examples of one source; records that are not math (Eurus' code problems) are skipped.
 
-        `split` prefixes the ids; `like` is the default source whose config and split a bare
-        local folder inherits (math_data.load_records)."""
-        records = math_data.load_records(source, like)
-        examples = []
-        for i, record in enumerate(records):
-            f = math_data.to_fields(record)
-            if f is not None:
-                examples.append(Example(id=f"{split}/{f.id if f.id is not None else i}", prompt=f.question,
-                                        answer=f.answer, solution=f.solution))
-        if len(examples) < len(records):
-            log.warning(f"{self.name}: skipped {len(records) - len(examples)} of {len(records)} records of "
-                        f"{source} (no question or answer, or not math)")
+        A bad record (math_data.read_jsonl, math_data.to_fields, or an `id` field seen before)
+        raises ValueError naming where it is, or with `skip_bad` is skipped and counted. `split`
+        prefixes the ids; `like` is the default source whose config and split a bare local folder
+        inherits (math_data.load_located)."""
+        bad = math_data.BadRecords(source, self.skip_bad)
+        examples, first_seen, not_math, n = [], {}, 0, 0
+        for n, (where, record) in enumerate(math_data.load_located(source, like, bad), 1):
+            own_id = next((v for k, v in record.items() if k.lower() == "id"), None)
+            try:
+                f = math_data.to_fields(record)
+            except ValueError as e:
+                bad(where, str(e))
+                continue
+            if own_id is not None and own_id in first_seen:
+                bad(where, f"id {own_id!r} again (first at {first_seen[own_id]}); expected unique ids")
+                continue
+            first_seen[own_id] = where
+            if f is None:
+                not_math += 1
+                continue
+            examples.append(Example(id=f"{split}/{f.id if f.id is not None else n - 1}", prompt=f.question,
+                                    answer=f.answer, solution=f.solution, where=where))
+        bad.report()
+        if not_math:
+            log.warning(f"{self.name}: skipped {not_math} of {n} records of {source} (not math)")
         return examples
 
     def render(self, ex: Example, tokenizer=None) -> str:
@@ -309,25 +340,50 @@ class OlympiadBench(MathTask):
 
 # ----------------------------------------------------------------------------- expert data and group filter
 
-def load_expert(path: str) -> dict[str, list[str]]:
+def load_expert(path: str, task=None, tokenizer=None, max_tokens: int = 0,
+                skip_bad: bool = False) -> dict[str, list[str]]:
     """Expert trajectories from a JSONL file of {"prompt", "response", "answer"?} records.
 
     Returns prompt -> responses, in file order. `prompt` is the question as the data set states
-    it (`Example.prompt`, no template), compared after stripping surrounding whitespace.
+    it (`Example.prompt`, no template), compared after stripping surrounding whitespace. A bad
+    record raises ValueError naming path:line, or with `skip_bad` is skipped and counted: a line
+    that is not UTF-8 or not JSON (math_data.read_jsonl), no string 'prompt' or 'response', a
+    response `response_problem` refuses, the same prompt and response twice (several responses
+    to one prompt are fine). An empty file raises.
     """
-    expert = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON record ({e})") from None
-            if not isinstance(record.get("prompt"), str) or not isinstance(record.get("response"), str):
-                raise ValueError(f"{path}:{n}: an expert record needs string fields 'prompt' and 'response'")
-            expert.setdefault(record["prompt"].strip(), []).append(record["response"])
+    bad = math_data.BadRecords(path, skip_bad)
+    expert, first_seen = {}, {}
+    for where, record in math_data.read_jsonl(path, bad):
+        prompt, response = record.get("prompt"), record.get("response")
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            name, value = ("prompt", prompt) if not isinstance(prompt, str) else ("response", response)
+            found = f"no {name!r}" if value is None else f"{name!r} has type {type(value).__name__}"
+            bad(where, f"{found}; expected string fields 'prompt' and 'response'")
+            continue
+        key = (prompt.strip(), response)
+        if problem := response_problem(response, task, tokenizer, max_tokens):
+            bad(where, problem)
+        elif key in first_seen:
+            bad(where, f"the same prompt and response as {first_seen[key]}; expected each trajectory once")
+        else:
+            first_seen[key] = where
+            expert.setdefault(key[0], []).append(response)
+    bad.report()
     return expert
+
+
+def response_problem(response: str, task=None, tokenizer=None, max_tokens: int = 0) -> str | None:
+    """What makes an expert response unusable (None: nothing): it is empty; `task` reads no final
+    answer in it (task.final_answer, what its reward reads); with its EOS it has more than
+    `max_tokens` tokens of `tokenizer` (train.py's --max-new-tokens: the policy could never write it)."""
+    if not response.strip():
+        return "empty response; expected the expert's solution text"
+    if task is not None and task.final_answer(response) is None:
+        return (f"no final answer the {task.name} task can read (response ends {response[-40:]!r}); "
+                f"expected {task.answer_form}")
+    if max_tokens and (n := len(tokenizer(response, add_special_tokens=False).input_ids) + 1) > max_tokens:
+        return f"response of {n} tokens with its EOS; expected at most {max_tokens} (max_new_tokens)"
+    return None
 
 
 def attach_expert(examples: list[Example], expert: dict[str, list[str]]) -> list[Example]:
@@ -405,6 +461,8 @@ class ExecutionReward:
     """
 
     preamble = ""
+    answer_form = "a fenced ```python block"
+    final_answer = staticmethod(sandbox.extract_code)           # the program the reward runs (None: none)
 
     def set_limits(self, code_reward: str, timeout: float, memory_mb: int, workers: int):
         """code_reward: all | fraction; timeout (wall-clock seconds) and memory_mb apply per test

@@ -17,7 +17,11 @@ One iteration, in the phases the loop below is labelled with:
   5) log one line and a JSON record; 6) checkpoint atomically.
 
 Methods in the same loop (--method): `repirl`; `rloo` (outcome only, no PRM); `prm-only` (rePIRL
-without the outcome reward, paper 4.4); `bc` (behaviour cloning on the same prompts' expert data).
+without the outcome reward, paper 4.4); `bc` (behaviour cloning on the same prompts' expert data);
+`airl` (token discriminator, R-AIRL); `prime` (implicit PRM on outcome labels); `mcts` (Math-Shepherd:
+step labels from Monte Carlo continuations by the policy, the step probability as reward). Advantages
+(--estimator): `rloo`, `grpo`, `reinforce`, or `ppo` (GAE on a learned critic, a copy of the policy
+with a value head, saved beside the policy and PRM).
 
 Distributed: prompts are split by rank in contiguous blocks, all k samples of a prompt on one rank.
 Every loss is normalised by whole-batch counts and gradients are SUMMED over ranks, so N processes
@@ -62,7 +66,7 @@ import tiny
 @dataclass
 class Args:
     method: str = "repirl"
-    """repirl | rloo | prm-only | bc | airl | prime"""
+    """repirl | rloo | prm-only | bc | airl | prime | mcts"""
     task: str = "arithmetic"
     """a task of tasks.py: arithmetic, gsm8k, math, eurus-math, ... (tasks.TASKS)"""
     data: str = ""
@@ -77,6 +81,8 @@ class Args:
     """auto | chat | plain: chat template for instruct tokenizers, plain text for base models"""
     max_prompt_tokens: int = 0
     """prompts longer than this are reported and skipped, never truncated (0: no limit)"""
+    skip_bad: bool = False
+    """skip bad records of the data and expert files, with a count, instead of stopping at the first"""
     policy: str = ""
     """HF name or path of the policy; empty: the embedded tiny model, warm-started by behaviour cloning"""
     prm: str = ""
@@ -141,13 +147,23 @@ class Args:
     """--method airl: airl (D = e^f / (e^f + pi)) or sigmoid (a plain classifier D = sigmoid(f))"""
     prime_beta: float = 0.05
     """--method prime: beta of the implicit PRM r = beta log(pi_psi / pi_ref)"""
+    mc_rollouts: int = 1
+    """--method mcts: rollouts per prompt whose steps get Monte Carlo labels (the first of each group; 0: all k)"""
+    mc_n: int = 4
+    """--method mcts: continuations sampled from each step's prefix (Math-Shepherd's N)"""
+    mc_soft: bool = False
+    """--method mcts: soft labels (fraction of continuations that reach the answer) instead of hard (any does)"""
+    critic_lr: float = 0.0
+    """--estimator ppo: critic learning rate (AdamW; 0: --prm-lr)"""
+    gae_lambda: float = 1.0
+    """--estimator ppo: lambda of GAE (gamma is 1); 1: reward-to-go minus V(s_t), 0: one-step TD error"""
 
     lr: float = 1e-5
     """policy learning rate (AdamW)"""
     alpha: float = 0.1
     """weight of the process reward next to the outcome reward"""
     estimator: str = "rloo"
-    """advantage baseline: rloo | grpo | reinforce"""
+    """advantage baseline: rloo | grpo | reinforce | ppo (GAE on a learned critic)"""
     clip: float = 0.2
     """PPO clip epsilon"""
     ent_coef: float = 0.001
@@ -182,27 +198,40 @@ def parse_args(argv=None) -> Args:
     return args
 
 
+CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts"),
+           "estimator": ("rloo", "grpo", "reinforce", "ppo"),
+           "reduce": ("sum", "mean"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
+           "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid")}
+AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
+            "oversample": 1, "micro_batch": 1, "ppo_epochs": 1, "minibatches": 1, "bc_steps": 0, "bc_batch": 1,
+            "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "alpha": 0, "ent_coef": 0, "kl_coef": 0,
+            "mc_rollouts": 0, "mc_n": 1, "critic_lr": 0, "gae_lambda": 0}
+POSITIVE = ("temperature", "lr", "prm_lr", "bc_lr", "clip", "grad_clip", "prm_grad_clip", "prime_beta")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of an Args field: max_new_tokens -> --max-new-tokens."""
+    return "--" + name.replace("_", "-")
+
+
 def check_args(args: Args):
-    """Refuse values the loop cannot honour, naming the flag."""
-    methods = ("repirl", "rloo", "prm-only", "bc", "airl", "prime")
-    if args.method not in methods:
-        raise SystemExit(f"--method {args.method!r}: expected one of {', '.join(methods)}")
+    """Refuse values the loop cannot honour, naming the flag, the value and what was expected."""
+    for name, choices in CHOICES.items():
+        if getattr(args, name) not in choices:
+            raise SystemExit(f"{flag(name)} {getattr(args, name)!r}: expected one of {', '.join(choices)}")
+    for name, low in AT_LEAST.items():
+        if not getattr(args, name) >= low:                                      # NaN fails too
+            raise SystemExit(f"{flag(name)} {getattr(args, name)}: expected >= {low}")
+    for name in POSITIVE:
+        if not getattr(args, name) > 0:
+            raise SystemExit(f"{flag(name)} {getattr(args, name)}: expected > 0")
     if args.estimator == "rloo" and args.k < 2:
         raise SystemExit(f"--k {args.k}: RLOO needs at least 2 rollouts per prompt")
-    if args.alpha < 0:
-        raise SystemExit(f"--alpha {args.alpha}: the process-reward weight must be >= 0")
-    if args.reduce not in ("sum", "mean"):
-        raise SystemExit(f"--reduce {args.reduce!r}: expected sum or mean")
-    if args.pseudo_expert not in ("paper", "both", "off"):
-        raise SystemExit(f"--pseudo-expert {args.pseudo_expert!r}: expected paper, both or off")
-    if args.entropy not in ("bonus", "return"):
-        raise SystemExit(f"--entropy {args.entropy!r}: expected bonus or return")
-    if args.train_on not in ("train", "test"):
-        raise SystemExit(f"--train-on {args.train_on!r}: expected train or test")
-    if args.airl_form not in ("airl", "sigmoid"):
-        raise SystemExit(f"--airl-form {args.airl_form!r}: expected airl or sigmoid")
-    if args.filter_groups and args.oversample < 1:
-        raise SystemExit(f"--oversample {args.oversample}: expected >= 1")
+    if args.prompts % WORLD:
+        raise SystemExit(f"--prompts {args.prompts}: expected a multiple of the number of processes ({WORLD})")
+    if (args.prompts // WORLD) % (args.gen_chunk or args.prompts // WORLD):
+        raise SystemExit(f"--gen-chunk {args.gen_chunk}: expected a divisor of the prompts per process "
+                         f"({args.prompts // WORLD})")
 
 
 # ----------------------------------------------------------------------------- distributed plumbing
@@ -256,9 +285,14 @@ def apply_gradients(model, opt, max_norm: float) -> float:
     return norm.item()
 
 
-def sampling_seed(seed: int, iteration: int, chunk: int) -> int:
-    """The seed of one generate call, a function of where it sits in the run only."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{iteration}/{chunk}".encode()).digest()[:8], "little") >> 1
+def sampling_seed(seed: int, iteration: int, chunk: int, stream: str = "") -> int:
+    """The seed of one generate call, a function of where it sits in the run only.
+
+    `stream` names a sampler other than the rollouts (Math-Shepherd's continuations: "mc"), so its
+    seeds never coincide with theirs.
+    """
+    key = f"{seed}/{iteration}/{chunk}" + (f"/{stream}" if stream else "")
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
 # ----------------------------------------------------------------------------- data
@@ -342,18 +376,21 @@ def sample_groups(policy, tok, task, it: int, args: Args):
     return rolls, r_o, examples
 
 
-def update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args):
-    """2) One step of the method's reward model: Eqn 5 (rePIRL), the AIRL discriminator, or PRIME's BCE."""
+def update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args, *, tok, task, examples, it):
+    """2) One step of the method's reward model: Eqn 5 (rePIRL), the AIRL discriminator, PRIME's BCE, or
+    Math-Shepherd's step BCE (which samples continuations: hence the tokenizer, task, examples, iteration)."""
     if args.method in ("repirl", "prm-only"):
         logp_tau = (logp_old * rolls.completion_mask).sum(-1)                   # (N,) log pi_theta(tau)
         return prm_update(prm, prm_opt, experts, rolls, logp_tau, r_o > 0.5, args)
     if args.method == "airl":
         return airl_update(prm, prm_opt, policy, experts, rolls, logp_old, args)
+    if args.method == "mcts":
+        return mcts_update(prm, prm_opt, policy, tok, task, examples, rolls, r_o, it, args)
     return prime_update(prm, prm_opt, ref, rolls, r_o, args)
 
 
 @torch.no_grad()
-def process_rewards(prm, ref, rolls, logp_old, args):
+def process_rewards(prm, ref, rolls, logp_old, args, tok):
     """3) Token rewards (N, T) of the rollouts for the policy step, in the method's own form."""
     mask = rolls.completion_mask
     if args.method == "prime":                                                  # beta log(pi_psi / pi_ref)
@@ -362,6 +399,8 @@ def process_rewards(prm, ref, rolls, logp_old, args):
     r_phi = prm_rewards(prm, rolls, args)                                       # (N, T)
     if args.method == "airl":                                                   # log D - log(1 - D)
         return irl.airl_reward(r_phi, logp_old, mask, args.airl_form)
+    if args.method == "mcts":                                                   # sigmoid(z_s) on each step's last token
+        return irl.mc_step_rewards(r_phi, irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0]))
     if args.reduce == "mean":                                                   # the policy sees the R_phi Eqn 5 trained
         r_phi = r_phi / mask.sum(-1, keepdim=True).clamp(min=1)
     return r_phi
@@ -398,6 +437,79 @@ def prime_update(prm, prm_opt, ref, rolls, r_o, args):
         loss.backward()
         loss_total += loss.item()
     return finish_reward_step(prm, prm_opt, args, {"irl/loss": loss_total})
+
+
+def mcts_update(prm, prm_opt, policy, tok, task, examples, rolls, r_o, it, args):
+    """2) Math-Shepherd: Monte Carlo labels for the steps of some rollouts, then BCE on the PRM's step logits.
+
+    The first `mc_rollouts` rollouts of each prompt are cut into steps (prm.batch_steps); every step
+    but the last is labelled by `mc_n` continuations of its prefix (`mc_correct_counts`), the last by
+    the rollout's own outcome (irl.rollout_step_labels); the PRM's output at each step's last token
+    is the step logit, trained with one AdamW step on irl.step_bce_loss (mean over all ranks' steps).
+    """
+    per_prompt = min(args.mc_rollouts or args.k, args.k)
+    rows = torch.tensor([i for i in range(len(rolls)) if i % args.k < per_prompt], device=DEVICE)
+    labelled = rollout.select(rolls, rows)
+    step_end = irl.step_end_positions(prm_lib.batch_steps(tok, labelled)[0])   # (n, S)
+    n_correct, n_prefixes = mc_correct_counts(policy, tok, task, [examples[i // args.k] for i in rows.tolist()],
+                                              labelled, step_end, per_prompt, it, args)  # (n, S)
+    labels = irl.rollout_step_labels(n_correct, args.mc_n, r_o[rows], step_end, hard=not args.mc_soft)  # (n, S)
+    valid = step_end >= 0                                                       # (n, S)
+    n_steps = all_sum(valid.sum().float())                                      # whole-batch normaliser
+    prm_opt.zero_grad(set_to_none=True)
+    loss_total = 0.0
+    for idx in micro_batches(len(labelled), args.micro_batch):
+        r = prm_lib.token_rewards(prm, labelled.ids[idx], labelled.attention_mask[idx], labelled.completion_mask[idx])
+        z = irl.gather_step_scores(r, step_end[idx])                            # (n_mb, S) step logits
+        loss, _ = irl.step_bce_loss(z[valid[idx]], labels[idx][valid[idx]], n_steps)
+        loss.backward()
+        loss_total += loss.item()
+    stats = {"irl/loss": loss_total, "irl/step_label": (all_sum(labels[valid].sum()) / n_steps).item(),
+             "irl/mc_prefixes": all_sum(torch.tensor(float(n_prefixes), device=DEVICE)).item()}  # over all ranks
+    return finish_reward_step(prm, prm_opt, args, stats)
+
+
+@torch.no_grad()
+def mc_correct_counts(policy, tok, task, examples, batch, step_end, per_prompt, it, args):
+    """How many of `mc_n` continuations of each step's prefix reach the answer: (n, S), 0 at last steps.
+
+    The prefix of step s is the prompt and the completion tokens up to the step's last token, the
+    state the rollout was in after writing the step; the current policy continues it at the sampling
+    temperature within what is left of the rollout's token budget, and the task's checker judges the
+    whole completion (prefix and continuation). `batch` holds `per_prompt` rows of each of this rank's
+    prompts, in prompt order, `examples` the rows' examples. One generate call per generation chunk
+    of prompts, seeded by (seed, iteration, chunk, "mc") as the rollouts are, so with the same
+    --gen-chunk the labels do not depend on the number of processes. Returns the counts and the
+    number of prefixes continued.
+    """
+    n, S = step_end.shape
+    first = int(batch.completion_mask.any(0).long().argmax())                   # first completion column
+    start = batch.attention_mask.long().argmax(1)                               # (n,) first real token of each row
+    n_steps = (step_end >= 0).sum(1)                                            # (n,)
+    per_rank = args.prompts // WORLD
+    chunk = args.gen_chunk or per_rank
+    counts, n_prefixes = torch.zeros(n, S, device=DEVICE), 0
+    for c in range(0, per_rank, chunk):
+        torch.manual_seed(sampling_seed(args.seed, it, (RANK * per_rank + c) // chunk, "mc"))
+        jobs = [(i, s) for i in range(c * per_prompt, (c + chunk) * per_prompt) for s in range(int(n_steps[i]) - 1)]
+        if not jobs:                                                            # every rollout of the chunk is one step
+            continue
+        prefixes = [batch.ids[i, start[i]:step_end[i, s] + 1].tolist() for i, s in jobs]
+        used = [int(step_end[i, s]) + 1 - first for i, s in jobs]              # completion tokens written so far
+        cont = rollout.generate_from_ids(policy, tok, prefixes, args.mc_n, args.max_new_tokens - min(used),
+                                         args.temperature)                      # (jobs * mc_n) rows
+        texts = []
+        for j in range(len(jobs)):
+            written = prefixes[j][len(prefixes[j]) - used[j]:]                  # the completion up to the step
+            for row in range(j * args.mc_n, (j + 1) * args.mc_n):
+                rest = cont.ids[row][cont.completion_mask[row]].tolist()[:args.max_new_tokens - used[j]]
+                texts.append(tok.decode(written + rest, skip_special_tokens=True))
+        r = outcome_rewards(task, texts, [examples[i] for i, _ in jobs for _ in range(args.mc_n)])
+        correct = (torch.tensor(r, device=DEVICE) > 0.5).float().view(len(jobs), args.mc_n).sum(1)  # (jobs,)
+        for j, (i, s) in enumerate(jobs):
+            counts[i, s] = correct[j]
+        n_prefixes += len(jobs)
+    return counts, n_prefixes
 
 
 def finish_reward_step(prm, prm_opt, args, stats):
@@ -439,27 +551,70 @@ def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
 
 def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
     """4) PPO-clip steps on the rollouts: `ppo_epochs` passes of `minibatches` optimizer steps."""
-    stats, N = [], len(rolls)
+    stats = []
     logp_ref = sequence_logprobs(ref, rolls, args) if ref is not None else None
+    for mb in ppo_minibatches(len(rolls), args):
+        n_tokens = all_sum(rolls.completion_mask[mb].sum().float())             # whole-batch normaliser
+        opt.zero_grad(set_to_none=True)
+        for idx in mb.split(args.micro_batch):
+            logp, ent = rollout.token_logprobs(policy, rolls.ids[idx], rolls.attention_mask[idx],
+                                               args.temperature, with_entropy=True)
+            loss, s = rloo.policy_loss(logp, logp_old[idx], adv[idx], rolls.completion_mask[idx], ent, args.clip,
+                                       args.ent_coef if args.entropy == "bonus" else 0.0,
+                                       None if ref is None else logp_ref[idx],
+                                       args.kl_coef, n_tokens)
+            loss.backward()
+            stats.append(s)
+        grad_norm = apply_gradients(policy, opt, args.grad_clip)
+    return merge_stats(stats, "policy/loss") | {"policy/grad_norm": grad_norm}
+
+
+def ppo_minibatches(n: int, args) -> list:
+    """The rows of each optimizer step: `ppo_epochs` passes over n rows, each cut into `minibatches`
+    (shuffled, seeded by the pass, when there are several). The policy and the critic share them."""
+    steps = []
     for epoch in range(args.ppo_epochs):
-        order = torch.randperm(N, generator=torch.Generator().manual_seed(epoch)) if args.minibatches > 1 else torch.arange(N)
-        for mb in order.chunk(args.minibatches):
-            n_tokens = all_sum(rolls.completion_mask[mb].sum().float())         # whole-batch normaliser
-            opt.zero_grad(set_to_none=True)
-            for idx in mb.split(args.micro_batch):
-                logp, ent = rollout.token_logprobs(policy, rolls.ids[idx], rolls.attention_mask[idx],
-                                                   args.temperature, with_entropy=True)
-                loss, s = rloo.policy_loss(logp, logp_old[idx], adv[idx], rolls.completion_mask[idx], ent, args.clip,
-                                           args.ent_coef if args.entropy == "bonus" else 0.0,
-                                           None if ref is None else logp_ref[idx],
-                                           args.kl_coef, n_tokens)
-                loss.backward()
-                stats.append(s)
-            grad_norm = apply_gradients(policy, opt, args.grad_clip)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)) if args.minibatches > 1 else torch.arange(n)
+        steps += order.chunk(args.minibatches)
+    return steps
+
+
+def merge_stats(stats: list, loss_key: str) -> dict:
+    """Micro-batch statistics merged: each one's mean, but the loss summed (micro-batch losses add up)."""
     out = {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
-    out["policy/loss"] = sum(s["policy/loss"] for s in stats)  # micro-batch losses add up to the batch loss
-    out["policy/grad_norm"] = grad_norm
+    out[loss_key] = sum(s[loss_key] for s in stats)
     return out
+
+
+def critic_advantages(critic, critic_opt, outcome, r_phi, rolls, logp_old, alpha, args):
+    """4) --estimator ppo: GAE advantages on the critic's values, then the critic's own steps (rloo.py).
+
+    The values V(s_t) of the batch before any step (prm.state_values) give the advantages and the
+    returns G_t (rloo.gae_advantages, gamma = 1, lambda = --gae-lambda) of the same token rewards
+    rloo.advantages would baseline; the critic then takes one AdamW step on the clipped value loss
+    per policy step, on the same minibatches. Returns the advantages (N, T) and the critic's stats.
+    """
+    mask = rolls.completion_mask
+    in_return = args.entropy == "return"
+    rewards = rloo.per_token_rewards(outcome, r_phi, mask, alpha, logp_old if in_return else None,
+                                     args.ent_coef if in_return else 0.0)       # (N, T)
+    with torch.no_grad():
+        v_old = torch.cat([prm_lib.state_values(critic, rolls.ids[i], rolls.attention_mask[i], mask[i])
+                           for i in micro_batches(len(rolls), args.micro_batch)])  # (N, T) V(s_t)
+    adv, returns = rloo.gae_advantages(rewards, v_old, mask, 1.0, args.gae_lambda)  # (N, T), (N, T)
+    stats = []
+    for mb in ppo_minibatches(len(rolls), args):
+        n_tokens = all_sum(mask[mb].sum().float())                              # whole-batch normaliser
+        critic_opt.zero_grad(set_to_none=True)
+        for idx in mb.split(args.micro_batch):
+            v = prm_lib.state_values(critic, rolls.ids[idx], rolls.attention_mask[idx], mask[idx])  # (n, T)
+            loss, s = rloo.value_loss(v, v_old[idx], returns[idx], mask[idx], args.clip, n_tokens)
+            loss.backward()
+            stats.append(s)
+        grad_norm = apply_gradients(critic, critic_opt, args.grad_clip)
+    n = mask.sum().clamp(min=1).item()
+    return adv, merge_stats(stats, "critic/loss") | {"critic/grad_norm": grad_norm,
+                                                     "policy/adv_abs": (adv.abs() * mask).sum().item() / n}
 
 
 def bc_step(policy, opt, batch, grad_clip):
@@ -503,19 +658,43 @@ def prm_auc(policy, prm, tok, task, examples, args) -> float:
 # ----------------------------------------------------------------------------- models and checkpoints
 
 def load_task(args: Args):
-    """The task, with expert trajectories attached; refuses a task the loop cannot train on."""
-    task = tasks.get_task(args.task, **asdict(args))
-    if args.expert:
-        task.train = tasks.attach_expert(task.train, tasks.load_expert(args.expert))
-    pool = task.test if args.train_on == "test" else task.train
-    needed = args.prompts * (args.oversample if args.filter_groups else 1)
-    if len(pool) < needed:
-        raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
-                         f"iteration samples (a benchmark has no training split: give --data)")
-    if needs_experts(args) and any(ex.solution is None for ex in pool):
-        raise SystemExit(f"--task {args.task}: the data has no expert solutions; give --expert expert.jsonl "
-                         f"(scripts/make_expert.py writes one)")
+    """The task, with expert trajectories attached; refuses a task the loop cannot train on, and a
+    bad data or expert file (one line: file:line, what was found, what was expected)."""
+    try:
+        task = tasks.get_task(args.task, **asdict(args))
+        if args.expert:                                  # its responses must fit what the policy can write
+            tok = AutoTokenizer.from_pretrained(args.policy) if args.policy else tiny.build_tokenizer()
+            expert = tasks.load_expert(args.expert, task, tok, args.max_new_tokens, args.skip_bad)
+            task.train = tasks.attach_expert(task.train, expert)
+        pool = task.test if args.train_on == "test" else task.train
+        needed = args.prompts * (args.oversample if args.filter_groups else 1)
+        if len(pool) < needed:
+            raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
+                             f"iteration samples (a benchmark has no training split: give --data)")
+        if needs_experts(args) and any(ex.solution is None for ex in pool):
+            raise SystemExit(f"--task {args.task}: the data has no expert solutions; give --expert expert.jsonl "
+                             f"(scripts/make_expert.py writes one)")
+        if not task.test:                                # reads (and checks) the test source now, not after training
+            raise SystemExit(f"--task {args.task}: no held-out prompts; give --test-data or --n-test")
+    except ValueError as e:                              # a bad source or record: its one-line message
+        raise SystemExit(str(e)) from None
     return task
+
+
+RESUMABLE = ("out", "cache", "resume", "iterations", "save_every", "keep", "max_bad_steps", "log_samples",
+             "micro_batch", "skip_bad")
+"""The flags a resumed run may change: where it writes, how long it runs, what it logs, the size of its
+forward passes. Every other flag changes the maths."""
+
+
+def check_resume(saved: dict, args: Args):
+    """Refuse to continue a checkpoint trained with other settings (`saved`: its args), naming each flag."""
+    given = asdict(args)
+    diffs = [f"{flag(k)}: saved {saved[k]!r}, given {given[k]!r}" for k in given
+             if k in saved and k not in RESUMABLE and saved[k] != given[k]]
+    if diffs:
+        raise SystemExit(f"--resume: the checkpoint in {args.out} was trained with other settings: {'; '.join(diffs)} "
+                         f"(give the saved values, or a new --out)")
 
 
 def needs_experts(args: Args) -> bool:
@@ -525,7 +704,7 @@ def needs_experts(args: Args) -> bool:
 
 def check_prm_tokenizer(args: Args, tok):
     """A PRM of another size is fine; one that reads tokens differently is not."""
-    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime"):
+    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime", "mcts"):
         prm_vocab = AutoTokenizer.from_pretrained(args.prm).get_vocab()
         if prm_vocab != tok.get_vocab():
             raise SystemExit(f"--prm {args.prm}: its tokenizer differs from the policy's ({len(prm_vocab)} vs "
@@ -583,15 +762,17 @@ def checkpoints(out: str) -> list:
     return sorted(os.path.join(out, n) for n in names)
 
 
-def save_checkpoint(args, it, policy, prm, opt, prm_opt, tok, accuracy_start):
-    """Rank 0 writes ckpt-<it>: models via save_pretrained, optimiser and loop state in state.pt.
+def save_checkpoint(args, it, policy, prm, opt, prm_opt, tok, accuracy_start, critic=None, critic_opt=None):
+    """Rank 0 writes ckpt-<it>: models via save_pretrained (policy, PRM, PPO's critic), optimisers and
+    loop state in state.pt.
 
     Nothing else is needed to resume exactly: sampling seeds and prompt order are functions of the
     iteration (see `sampling_seed`, `iteration_prompts`), not of a running random state.
     """
     if RANK == 0:
-        models = {"policy": policy} | ({"prm": prm} if prm is not None else {})
+        models = {name: m for name, m in (("policy", policy), ("prm", prm), ("critic", critic)) if m is not None}
         state = {"iteration": it, "opt": opt.state_dict(), "prm_opt": prm_opt.state_dict() if prm_opt else None,
+                 "critic_opt": critic_opt.state_dict() if critic_opt else None,
                  "accuracy_start": accuracy_start, "args": asdict(args)}
         save_atomic(os.path.join(args.out, f"ckpt-{it:06d}"), models, tok, state)
         for old in checkpoints(args.out)[:-args.keep]:
@@ -627,8 +808,10 @@ def main(args: Args):
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
-    if args.prompts % WORLD:
-        raise SystemExit(f"--prompts {args.prompts} must be divisible by the number of processes ({WORLD})")
+    ckpt = checkpoints(args.out)[-1] if args.resume and checkpoints(args.out) else None
+    state = torch.load(os.path.join(ckpt, "state.pt"), weights_only=True) if ckpt else {}
+    if ckpt:
+        check_resume(state["args"], args)
     task = load_task(args)
     policy_path = args.policy or warm_start(args, task)
     tok = AutoTokenizer.from_pretrained(policy_path)
@@ -637,11 +820,9 @@ def main(args: Args):
     check_prm_tokenizer(args, tok)
     if args.max_prompt_tokens:
         tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
-    ckpt = checkpoints(args.out)[-1] if args.resume and checkpoints(args.out) else None
-    state = torch.load(os.path.join(ckpt, "state.pt"), weights_only=True) if ckpt else {}
     policy = AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path).to(DEVICE).eval()
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
-    if args.method in ("repirl", "prm-only", "airl"):                           # token-level scalar head
+    if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
         prm = prm_lib.load_prm(prm_path).to(DEVICE).eval()
     elif args.method == "prime":                                                # implicit PRM: a causal LM
         prm = AutoModelForCausalLM.from_pretrained(prm_path).to(DEVICE).eval()
@@ -653,11 +834,17 @@ def main(args: Args):
            if args.kl_coef > 0 or args.method == "prime" else None)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.bc_lr if args.method == "bc" else args.lr, weight_decay=0.0)
     prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if uses_prm else None
+    critic = (prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path).to(DEVICE).eval()
+              if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
+    critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
+                  if critic is not None else None)
     policy_ref = ref if args.kl_coef > 0 else None
     if ckpt:
         opt.load_state_dict(state["opt"])
         if prm_opt:
             prm_opt.load_state_dict(state["prm_opt"])
+        if critic_opt:
+            critic_opt.load_state_dict(state["critic_opt"])
     elif args.keep_warm_optimizer and os.path.exists(os.path.join(policy_path, "optimizer.pt")):
         opt.load_state_dict(torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
         for group in opt.param_groups:                                          # the warm start's moments, our lr
@@ -674,8 +861,6 @@ def main(args: Args):
            + (f", resumed from {ckpt}" if ckpt else ""))
     stop, bad = install_sigterm_handler(), 0
 
-    if (args.prompts // WORLD) % (args.gen_chunk or args.prompts // WORLD):
-        raise SystemExit(f"--gen-chunk {args.gen_chunk} must divide the prompts per process ({args.prompts // WORLD})")
     bar = tqdm(range(start, args.iterations), desc=args.method, disable=RANK != 0, initial=start, total=args.iterations)
     for it in bar:
         t0 = time.time()
@@ -695,17 +880,21 @@ def main(args: Args):
             # 2) reward-model update (Eqn 5 for rePIRL)
             t1 = time.time()
             if uses_prm and not args.freeze_prm:
-                stats |= update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args)
+                stats |= update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args,
+                                             tok=tok, task=task, examples=examples, it=it)
             # 3) score rollouts with the updated reward model: token rewards (N, T)
             t2 = time.time()
-            r_phi = process_rewards(prm, ref, rolls, logp_old, args) if uses_prm else torch.zeros_like(logp_old)
+            r_phi = process_rewards(prm, ref, rolls, logp_old, args, tok) if uses_prm else torch.zeros_like(logp_old)
             t_prm, t_score = t2 - t1, time.time() - t2
-            # 4) policy update (RLOO)
+            # 4) policy update (RLOO; --estimator ppo: GAE on the critic, which takes its own steps first)
             outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o
             alpha = 0.0 if args.method == "rloo" else (1.0 if args.method == "prm-only" else args.alpha)
             in_return = args.entropy == "return"
-            adv, s = rloo.advantages(outcome, r_phi, rolls.completion_mask, args.k, alpha, args.estimator,
-                                     logp_old if in_return else None, args.ent_coef if in_return else 0.0)
+            if critic is None:
+                adv, s = rloo.advantages(outcome, r_phi, rolls.completion_mask, args.k, alpha, args.estimator,
+                                         logp_old if in_return else None, args.ent_coef if in_return else 0.0)
+            else:
+                adv, s = critic_advantages(critic, critic_opt, outcome, r_phi, rolls, logp_old, alpha, args)
             stats |= s | policy_update(policy, opt, rolls, logp_old, adv, policy_ref, args)
         t_total = time.time() - t0
 
@@ -723,7 +912,7 @@ def main(args: Args):
 
         # 6) checkpoint
         if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop.is_set():
-            save_checkpoint(args, it + 1, policy, prm, opt, prm_opt, tok, acc_start)
+            save_checkpoint(args, it + 1, policy, prm, opt, prm_opt, tok, acc_start, critic, critic_opt)
         if stop.is_set():
             print0(f"SIGTERM: saved iteration {it + 1}; continue with --resume")
             raise SystemExit(143)

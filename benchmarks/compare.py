@@ -22,12 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = {                                       # row name -> train.py flags
     "behaviour cloning (bc)": ["--method", "bc"],
     "RLOO, outcome only": ["--method", "rloo"],
+    "PPO, outcome only (learned critic)": ["--method", "rloo", "--estimator", "ppo"],
     "PRIME (implicit PRM)": ["--method", "prime"],
     "AIRL (token discriminator)": ["--method", "airl"],
+    "Math-Shepherd (Monte Carlo step labels)": ["--method", "mcts"],
     "rePIRL, PRM only (4.4)": ["--method", "prm-only"],
     "rePIRL, no pseudo-expert (D.2)": ["--method", "repirl", "--pseudo-expert", "off"],
     "rePIRL, GRPO advantages (T3)": ["--method", "repirl", "--estimator", "grpo"],
     "rePIRL, REINFORCE (T3)": ["--method", "repirl", "--estimator", "reinforce"],
+    "rePIRL, PPO with a critic (GAE)": ["--method", "repirl", "--estimator", "ppo"],
     "rePIRL": ["--method", "repirl"],
 }
 

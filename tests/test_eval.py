@@ -1,4 +1,4 @@
-"""eval.py: selectors and their ties, pass@k, steps, the first-wrong-step finder, error injection,
+"""eval.py: selectors and their ties, pass@k, the first-wrong-step finder, error injection,
 localisation and all-fail statistics on hand cases; HTML and SVG well formed; one end-to-end run."""
 import itertools
 import json
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import eval as ev
+import prm as prm_lib
 import rollout
 import tasks
 import tiny
@@ -71,37 +72,6 @@ def test_scaling_curves_on_hand_made_samples():
     assert curves["best"][1] == 0.5 and curves["vote"][1] == 0.0                   # N = all 4 samples: exact
     assert curves["best"][0] == pytest.approx(0.25, abs=0.06)                      # N = 1: a random sample
     assert curves["oracle (pass@N)"] == [0.25, 1.0] and curves["random (pass@1)"] == [0.25, 0.25]
-
-
-# ----------------------------------------------------------------------------- steps
-
-def test_split_steps_cuts_after_period_space_and_newline():
-    text = "37+25=62. 62-18=44. Answer: 44"
-    assert [text[s:e] for s, e in ev.split_steps(text)] == ["37+25=62. ", "62-18=44. ", "Answer: 44"]
-    text = "\nFirst 3.5 apples.\n\nThen 2 more\nSo 5"
-    assert [text[s:e] for s, e in ev.split_steps(text)] == ["\nFirst 3.5 apples.\n\n", "Then 2 more\n", "So 5"]
-    assert ev.split_steps("") == [(0, 0)]
-    assert ev.split_steps("a. b. ") == [(0, 3), (3, 6)]                            # no empty trailing step
-
-
-def test_token_steps_puts_a_token_in_the_step_of_its_last_character_and_eos_in_the_last_step():
-    text = "37+25=62. 62-18=44. Answer: 44"
-    steps = ev.token_steps(list(text) + [""])                                     # character tokens, then EOS
-    assert steps == [0] * 10 + [1] * 10 + [2] * 10 + [2]
-    assert ev.token_steps(["1=2", ". ", "3"]) == [0, 0, 1]                         # ". " ends step 0
-    assert ev.token_steps(["1=2", ".", " 3"]) == [0, 0, 1]                         # " 3" starts step 1
-    assert ev.token_steps(["", "a. ", "b"]) == [0, 0, 1]
-
-
-def test_batch_steps_on_an_encoded_batch():
-    tok = tiny.build_tokenizer()
-    batch = rollout.encode(tok, ["What is 1+2+3?\n", "Hi\n"], ["1+2=3. 3+3=6. Answer: 6", "x"])
-    step_id, pieces = ev.batch_steps(tok, batch)
-    assert "".join(pieces[0]) == "1+2=3. 3+3=6. Answer: 6" and pieces[0][-1] == ""   # EOS has no text
-    assert (step_id[~batch.completion_mask] == -1).all()
-    row = step_id[0][batch.completion_mask[0]].tolist()
-    assert row == [0] * 7 + [1] * 7 + [2] * 10
-    assert step_id[1][batch.completion_mask[1]].tolist() == [0, 0]
 
 
 # ----------------------------------------------------------------------------- known first wrong steps
@@ -236,7 +206,7 @@ def hostile_trace(correct: bool) -> ev.Trace:
     """Multi-character tokens (as BPE makes them), so a missing escape would emit a whole tag."""
     pieces = ["1+2=3. ", "<script>", "alert('x')", "</script>", " & ", "3+1=4.\n", "Answer", ": 4", ""]
     return ev.Trace(prompt="What is <script>1+2+1</script>?", pieces=pieces, r=[math.sin(i) for i in range(len(pieces))],
-                    steps=ev.token_steps(pieces), label="<b>label</b>", correct=correct, first_wrong=None if correct else 1)
+                    steps=prm_lib.token_steps(pieces), label="<b>label</b>", correct=correct, first_wrong=None if correct else 1)
 
 
 def test_heatmap_page_is_well_formed_and_escapes_the_trace():
@@ -248,7 +218,7 @@ def test_heatmap_page_is_well_formed_and_escapes_the_trace():
         assert "&lt;script&gt;" in doc and "<script" not in doc.lower()
         assert doc.count('class="step fw') == 2                                  # the known first wrong step, twice
         assert 'class="t ans"' in doc                                            # the answer is marked
-        n_steps = len(ev.split_steps("".join(hostile_trace(True).pieces)))
+        n_steps = len(prm_lib.split_steps("".join(hostile_trace(True).pieces)))
         assert doc.count('<span class="step') == 3 * n_steps + 1                 # 3 traces, plus the legend's
 
 

@@ -304,3 +304,30 @@ def test_mc_pipeline_on_the_hand_worked_case():
     by_hand_hard = (math.log(2) - math.log(0.75) - math.log(0.75)) / 3
     assert abs(loss_soft.item() - by_hand_soft) < 1e-6 and abs(loss_hard.item() - by_hand_hard) < 1e-6
     assert torch.equal(step_id, copies[0]) and torch.equal(r, copies[1])
+
+
+def test_rollout_step_labels_take_the_outcome_at_the_last_step():
+    """Two rollouts: 3 steps (failed) and 2 steps (correct); 4 continuations per earlier prefix."""
+    step_end = torch.tensor([[3, 6, 9], [4, 8, -1]])
+    n_correct = torch.tensor([[2, 0, 4], [0, 3, 4]])                     # the last steps' counts are never read
+    r_o = torch.tensor([0.0, 1.0])
+    inputs = (n_correct.clone(), r_o.clone(), step_end.clone())
+    hard = irl.rollout_step_labels(n_correct, 4, r_o, step_end)
+    soft = irl.rollout_step_labels(n_correct, 4, r_o, step_end, hard=False)
+    assert hard.tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]            # padding 0
+    assert soft.tolist() == [[0.5, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    one_step = irl.rollout_step_labels(torch.zeros(2, 1), 4, r_o, torch.tensor([[5], [7]]), hard=False)
+    assert one_step.tolist() == [[0.0], [1.0]]                           # nothing sampled: the outcome only
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (n_correct, r_o, step_end)))
+
+
+def test_mc_step_rewards_put_the_step_probability_on_its_last_token():
+    r = torch.zeros(2, 6)
+    r[0, 2], r[0, 4], r[1, 3] = math.log(3), -math.log(3), 2.0             # step logits at the step ends
+    r[0, 1] = r[1, 5] = 50.0                                              # elsewhere: never read
+    step_end = torch.tensor([[2, 4], [3, -1]])
+    out = irl.mc_step_rewards(r.requires_grad_(), step_end)
+    expected = torch.zeros(2, 6)
+    expected[0, 2], expected[0, 4], expected[1, 3] = 0.75, 0.25, 1 / (1 + math.exp(-2.0))
+    torch.testing.assert_close(out, expected)
+    assert not out.requires_grad

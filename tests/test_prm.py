@@ -1,9 +1,11 @@
-"""The PRM: one scalar per completion token, save/load round trip, trajectory scores, AUC."""
+"""The PRM: one scalar per completion token, values read one position earlier, save/load round trip,
+trajectory scores, steps, AUC."""
 import torch
 from transformers import AutoTokenizer
 
 import prm as prm_lib
 import rollout
+import tiny
 
 
 def test_one_reward_per_completion_token_and_zero_head(tiny_path):
@@ -32,11 +34,61 @@ def test_save_load_round_trip_gives_identical_rewards(tiny_path, tmp_path):
                                prm_lib.token_rewards(again, b.ids, b.attention_mask, b.completion_mask))
 
 
+def test_state_values_read_the_head_one_position_before_each_action(tiny_path):
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    critic = prm_lib.load_prm(tiny_path)
+    with torch.no_grad():
+        for p in critic.score.parameters():
+            p.normal_()
+    b = rollout.encode(tok, ["What is 1+2?\n", "Hi\n"], ["1+2=3. Answer: 3", "ok"])
+    v = prm_lib.state_values(critic, b.ids, b.attention_mask, b.completion_mask)
+    everywhere = prm_lib.token_rewards(critic, b.ids, b.attention_mask, b.attention_mask.bool())  # head at every token
+    for i in range(2):
+        cols = b.completion_mask[i].nonzero().squeeze(1)
+        torch.testing.assert_close(v[i, cols], everywhere[i, cols - 1])  # V(s_t) from position t - 1
+    assert (v[~b.completion_mask] == 0).all()
+    # the value before the first completion token depends on the prompt only: change the completion
+    other = rollout.encode(tok, ["What is 1+2?\n"], ["9+9=9. Answer: 9"])
+    v_other = prm_lib.state_values(critic, other.ids, other.attention_mask, other.completion_mask)
+    first = int(other.completion_mask[0].nonzero()[0])
+    torch.testing.assert_close(v_other[0, first], v[0, b.completion_mask[0].nonzero()[0, 0]])
+    assert v_other[0, first + 1] != v[0, b.completion_mask[0].nonzero()[1, 0]]
+
+
 def test_trajectory_reward_sum_and_mean():
     r = torch.tensor([[0.0, 1.0, 2.0, 0.0], [0.0, 0.0, 4.0, 0.0]])
     mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 0]], dtype=torch.bool)
     assert prm_lib.trajectory_reward(r, mask).tolist() == [3.0, 4.0]
     assert prm_lib.trajectory_reward(r, mask, "mean").tolist() == [1.5, 4.0]
+
+
+def test_split_steps_cuts_after_period_space_and_newline():
+    text = "37+25=62. 62-18=44. Answer: 44"
+    assert [text[s:e] for s, e in prm_lib.split_steps(text)] == ["37+25=62. ", "62-18=44. ", "Answer: 44"]
+    text = "\nFirst 3.5 apples.\n\nThen 2 more\nSo 5"
+    assert [text[s:e] for s, e in prm_lib.split_steps(text)] == ["\nFirst 3.5 apples.\n\n", "Then 2 more\n", "So 5"]
+    assert prm_lib.split_steps("") == [(0, 0)]
+    assert prm_lib.split_steps("a. b. ") == [(0, 3), (3, 6)]                            # no empty trailing step
+
+
+def test_token_steps_puts_a_token_in_the_step_of_its_last_character_and_eos_in_the_last_step():
+    text = "37+25=62. 62-18=44. Answer: 44"
+    steps = prm_lib.token_steps(list(text) + [""])                                     # character tokens, then EOS
+    assert steps == [0] * 10 + [1] * 10 + [2] * 10 + [2]
+    assert prm_lib.token_steps(["1=2", ". ", "3"]) == [0, 0, 1]                         # ". " ends step 0
+    assert prm_lib.token_steps(["1=2", ".", " 3"]) == [0, 0, 1]                         # " 3" starts step 1
+    assert prm_lib.token_steps(["", "a. ", "b"]) == [0, 0, 1]
+
+
+def test_batch_steps_on_an_encoded_batch():
+    tok = tiny.build_tokenizer()
+    batch = rollout.encode(tok, ["What is 1+2+3?\n", "Hi\n"], ["1+2=3. 3+3=6. Answer: 6", "x"])
+    step_id, pieces = prm_lib.batch_steps(tok, batch)
+    assert "".join(pieces[0]) == "1+2=3. 3+3=6. Answer: 6" and pieces[0][-1] == ""   # EOS has no text
+    assert (step_id[~batch.completion_mask] == -1).all()
+    row = step_id[0][batch.completion_mask[0]].tolist()
+    assert row == [0] * 7 + [1] * 7 + [2] * 10
+    assert step_id[1][batch.completion_mask[1]].tolist() == [0, 0]
 
 
 def test_step_scores_sum_within_steps():

@@ -91,3 +91,75 @@ def test_entropy_in_the_return_by_hand():
     # -log pi rewards: sample 1 (1, 2), total 3; sample 2 (0.5), total 0.5; LOO baseline = the other's total
     expected = torch.tensor([[0.1 * (3 - 0.5), 0.1 * (2 - 0.5)], [0.1 * (0.5 - 3), 0.0]])
     torch.testing.assert_close(adv, expected)
+
+
+# ----------------------------------------------------------------------------- PPO with a learned critic
+
+def test_per_token_rewards_put_the_outcome_on_the_last_token():
+    r = torch.tensor([[9.0, 1.0, 2.0, 3.0], [9.0, 4.0, 9.0, 9.0]])     # column 0 is prompt; row 2 one token long
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)
+    rew = rloo.per_token_rewards(torch.tensor([1.0, 0.5]), r, mask, alpha=0.1)
+    torch.testing.assert_close(rew, torch.tensor([[0.0, 0.1, 0.2, 0.3 + 1.0], [0.0, 0.4 + 0.5, 0.0, 0.0]]))
+    logp = torch.tensor([[0.0, -1.0, -2.0, -3.0], [0.0, -4.0, 0.0, 0.0]])
+    rew = rloo.per_token_rewards(torch.zeros(2), torch.zeros(2, 4), mask, alpha=0.1, logp=logp, ent_coef=0.5)
+    torch.testing.assert_close(rew, torch.tensor([[0.0, 0.5, 1.0, 1.5], [0.0, 2.0, 0.0, 0.0]]))
+
+
+def test_gae_t3_by_hand_for_lambda_one_and_zero():
+    # row 1: a prompt column, then 3 completion tokens; row 2: 2 completion tokens, then padding
+    rew = torch.tensor([[0.7, 0.5, 0.0, 1.0], [0.0, 0.2, 1.0, 0.9]])
+    v = torch.tensor([[5.0, 0.2, 0.4, 0.6], [0.0, 0.3, 0.5, 7.0]])      # off-mask values must be ignored
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
+    inputs = (rew.clone(), v.clone(), mask.clone())
+    # lam = 1: A_t = reward-to-go - V(s_t); returns = reward-to-go
+    adv, ret = rloo.gae_advantages(rew, v, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(adv, torch.tensor([[0.0, 1.5 - 0.2, 1.0 - 0.4, 1.0 - 0.6], [0.0, 1.2 - 0.3, 1.0 - 0.5, 0.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[0.0, 1.5, 1.0, 1.0], [0.0, 1.2, 1.0, 0.0]]))
+    # lam = 0: A_t = rew_t + V(s_{t+1}) - V(s_t), V = 0 after the last token; returns = rew_t + V(s_{t+1})
+    adv, ret = rloo.gae_advantages(rew, v, mask, gamma=1.0, lam=0.0)
+    torch.testing.assert_close(adv, torch.tensor([[0.0, 0.5 + 0.4 - 0.2, 0.0 + 0.6 - 0.4, 1.0 - 0.6],
+                                                  [0.0, 0.2 + 0.5 - 0.3, 1.0 - 0.5, 0.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[0.0, 0.9, 0.6, 1.0], [0.0, 0.7, 1.0, 0.0]]))
+    # gamma = 0.5, lam = 0.5 on row 1: deltas (0.5 + 0.2 - 0.2, 0 + 0.3 - 0.4, 1 - 0.6) = (0.5, -0.1, 0.4)
+    adv, _ = rloo.gae_advantages(rew, v, mask, gamma=0.5, lam=0.5)
+    a3 = 0.4
+    a2 = -0.1 + 0.25 * a3
+    a1 = 0.5 + 0.25 * a2
+    torch.testing.assert_close(adv[0], torch.tensor([0.0, a1, a2, a3]))
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (rew, v, mask)))
+
+
+def brute_value_loss(v, v_old, G, mask, clip, n_tokens):
+    total = 0.0
+    for row in range(len(v)):
+        for t in range(len(v[row])):
+            if mask[row][t]:
+                v_clip = v_old[row][t] + min(max(v[row][t] - v_old[row][t], -clip), clip)
+                total += 0.5 * max((v[row][t] - G[row][t]) ** 2, (v_clip - G[row][t]) ** 2)
+    return total / n_tokens
+
+
+def test_value_loss_matches_brute_force_and_its_normaliser():
+    g = torch.Generator().manual_seed(0)
+    v_old = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    v = (v_old + 0.4 * torch.randn(3, 5, generator=g, dtype=torch.float64)).requires_grad_()  # some beyond the clip
+    G = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    loss, stats = rloo.value_loss(v, v_old, G, mask, clip=0.2)
+    ref = brute_value_loss(v.tolist(), v_old.tolist(), G.tolist(), mask.tolist(), 0.2, int(mask.sum()))
+    assert abs(loss.item() - ref) < 1e-12 and 0 < stats["critic/clip_frac"] < 1
+    loss, _ = rloo.value_loss(v, v_old, G, mask, clip=0.2, n_tokens=20)
+    assert abs(loss.item() - ref * int(mask.sum()) / 20) < 1e-12
+    # a clip that never binds: the gradient is (v - G) / n_tokens on masked tokens, 0 elsewhere
+    loss, _ = rloo.value_loss(v, v_old, G, mask, clip=100.0)
+    loss.backward()
+    torch.testing.assert_close(v.grad, ((v - G) * mask / int(mask.sum())).detach())
+    v_far = torch.tensor([[1.0, 1.0]], requires_grad=True)             # 1.0 from v_old = 0, target 0.5
+    loss, _ = rloo.value_loss(v_far, torch.zeros(1, 2), torch.full((1, 2), 0.5), torch.ones(1, 2, dtype=torch.bool))
+    loss.backward()
+    # clipped value 0.2: (0.2 - 0.5)^2 = 0.09 < (1 - 0.5)^2 = 0.25, so the unclipped term counts
+    assert abs(loss.item() - 0.5 * 0.25) < 1e-7 and torch.allclose(v_far.grad, torch.full((1, 2), 0.25))
+    v_low = torch.tensor([[1.0]], requires_grad=True)                  # target 2: clipped 0.2 is further away
+    loss, _ = rloo.value_loss(v_low, torch.zeros(1, 1), torch.full((1, 1), 2.0), torch.ones(1, 1, dtype=torch.bool))
+    loss.backward()
+    assert abs(loss.item() - 0.5 * 1.8 ** 2) < 1e-6 and v_low.grad.item() == 0.0   # pessimistic branch: no gradient

@@ -61,6 +61,25 @@ def test_generate_layout_masks_after_eos(tiny_path):
     assert any(tok.eos_token_id in b.ids[i][b.completion_mask[i]].tolist() for i in range(12))
 
 
+def test_generate_from_ids_continues_a_state_token_for_token(tiny_path):
+    """From the ids of a prompt plus the first 4 tokens of its greedy completion, greedy decoding
+    continues with the rest of that completion, in each of the k copies (left padding included)."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    prompts = ["What is 1+2?\n", "Hi\n"]
+    full = rollout.generate(model, tok, prompts, k=1, max_new_tokens=10, temperature=0.0)
+    prefixes = [tok(p, add_special_tokens=False).input_ids + full.ids[i][full.completion_mask[i]].tolist()[:4]
+                for i, p in enumerate(prompts)]
+    rest = rollout.generate_from_ids(model, tok, prefixes, k=2, max_new_tokens=6, temperature=0.0)
+    assert rest.group.tolist() == [0, 0, 1, 1]
+    for i in range(2):
+        tail = full.ids[i][full.completion_mask[i]].tolist()[4:10]
+        assert len(tail) == 6                                            # no EOS before the cut
+        for j in (2 * i, 2 * i + 1):
+            assert rest.ids[j][rest.completion_mask[j]].tolist() == tail
+            assert tok.decode(prefixes[i][-4:] + tail, skip_special_tokens=True) == full.completions[i]
+
+
 def test_sampling_logprobs_match_generation_scores(tiny_path):
     """Recomputed log-probs at the sampling temperature are those of the sampler (ratios start at 1)."""
     tok = AutoTokenizer.from_pretrained(tiny_path)

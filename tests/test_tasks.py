@@ -189,7 +189,8 @@ def test_parse_source():
 def test_to_fields_reads_other_spellings():
     f = math_data.to_fields({"ID": "2024-I-1", "Problem": " Find $x$. ", "Solution": "so \\boxed{7}", "Answer": 7})
     assert f == math_data.Fields("2024-I-1", "Find $x$.", "7", "so \\boxed{7}")
-    assert math_data.to_fields({"problem": "no answer anywhere"}) is None
+    with pytest.raises(ValueError, match="no answer"):
+        math_data.to_fields({"problem": "no answer anywhere"})
     chat = {"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2"}
     assert math_data.to_fields(chat).question == "1+1?"
 
@@ -247,7 +248,8 @@ def test_long_prompts_are_reported_and_skipped_never_truncated(caplog):
         dropped = tasks.drop_long_prompts(task, tok, lengths[0])
     assert dropped == {"train": [], "test": ["test/1"]}
     assert [ex.id for ex in task.test] == ["test/0"] and task.render(task.test[0], tok) == rendered
-    assert "skipped 1 of 2 test prompts longer than" in caplog.text and "test/1" in caplog.text
+    assert "skipped 1 of 2 test prompts longer than" in caplog.text
+    assert f"(first: {fixture('minerva.jsonl')}:2, {lengths[1]} tokens)" in caplog.text          # file:line
 
 
 # ----------------------------------------------------------------------------- group filter
@@ -414,3 +416,10 @@ def test_task_rollout_and_logprobs_with_another_architecture(kind, tmp_path):
     r = prm_lib.token_rewards(prm, b.ids, b.attention_mask, b.completion_mask)
     assert r.shape == b.ids.shape and (r == 0).all()               # a new head starts at zero
     assert AutoModelForCausalLM.from_pretrained(path) is not None
+
+
+def test_arithmetic_small_space_takes_every_problem_and_refuses_too_many():
+    task = tasks.Arithmetic(n_terms=2, lo=1, hi=3, n_test=5)                   # 3 * 3 * 2 = 18 problems
+    assert len(task.train) == 13 and len({ex.prompt for ex in task.train + task.test}) == 18
+    with pytest.raises(ValueError, match="18 distinct problems"):
+        tasks.Arithmetic(n_terms=2, lo=1, hi=3, n_test=5, n_train=14)

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,8 +24,8 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def run(tmp_path, cache, *extra):
-    out = tmp_path / "run"
+def run(tmp_path, cache, *extra, out=None):
+    out = out or tmp_path / "run"
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *TINY_RUN, "--out", str(out), "--cache", str(cache), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,17 +57,42 @@ def test_repirl_run_changes_policy_and_prm_and_writes_metrics(tmp_path, cache):
 
 
 @pytest.mark.parametrize("method, changes_prm", [("rloo", None), ("bc", None), ("prm-only", True),
-                                                 ("airl", True), ("prime", True)])
+                                                 ("airl", True), ("prime", True), ("mcts", True)])
 def test_each_method_trains_what_it_should(tmp_path, cache, method, changes_prm):
     out, _ = run(tmp_path, cache, "--method", method)
     warm, ckpt = warm_start(cache), out / "ckpt-000002"
     assert not torch.equal(params(AutoModelForCausalLM.from_pretrained(warm)),
                            params(AutoModelForCausalLM.from_pretrained(ckpt / "policy")))
+    assert not (ckpt / "critic").exists()                                   # only --estimator ppo has one
     if changes_prm is None:
         assert not (ckpt / "prm").exists()                                  # no reward model kept or trained
     else:
         load = (lambda p: AutoModelForCausalLM.from_pretrained(p)) if method == "prime" else (lambda p: prm_lib.load_prm(str(p)))
         assert not torch.equal(params(load(warm)), params(load(ckpt / "prm")))
+    if method == "mcts":                                                    # continuations were sampled and judged
+        records = [json.loads(line) for line in open(out / "metrics.jsonl")][:2]
+        assert sum(r["irl/mc_prefixes"] for r in records) > 0 and all(0 <= r["irl/step_label"] <= 1 for r in records)
+
+
+def test_ppo_trains_its_critic_and_resumes_exactly(tmp_path, cache):
+    """--estimator ppo: the critic (a policy copy with a value head) trains beside the policy and is saved
+    with its optimiser, so a run resumed from iteration 2 ends exactly where the uninterrupted run does."""
+    out, _ = run(tmp_path, cache, "--estimator", "ppo", "--iterations", "3")  # rePIRL: process rewards, so V moves
+    warm, ckpt = warm_start(cache), out / "ckpt-000003"
+    assert not torch.equal(params(AutoModelForCausalLM.from_pretrained(warm)),
+                           params(AutoModelForCausalLM.from_pretrained(ckpt / "policy")))
+    for part in ("prm", "critic"):
+        assert not torch.equal(params(prm_lib.load_prm(str(warm))), params(prm_lib.load_prm(str(ckpt / part)))), part
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    shutil.rmtree(cut / "ckpt-000003")
+    run(tmp_path, cache, "--estimator", "ppo", "--iterations", "3", "--resume", "true", out=cut)
+    for part, load in (("policy", AutoModelForCausalLM.from_pretrained), ("prm", lambda p: prm_lib.load_prm(str(p))),
+                       ("critic", lambda p: prm_lib.load_prm(str(p)))):
+        assert torch.equal(params(load(ckpt / part)), params(load(cut / "ckpt-000003" / part))), part
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and "per_s" not in k}
+                          for line in open(path)]
+    assert strip(cut / "metrics.jsonl") == strip(out / "metrics.jsonl")
 
 
 def test_frozen_prm_on_test_prompts_leaves_the_prm_alone(tmp_path, cache):
