@@ -7,6 +7,7 @@ mean and standard deviation over seeds, with the wall time per run.
     python benchmarks/compare.py                 # 3 seeds, the default budget (tens of minutes on 2 CPU cores)
     python benchmarks/compare.py --quick         # 1 seed, 20 iterations: a smoke run in minutes
     python benchmarks/compare.py --extra "--n-terms 4"   # a harder setting, same flags for every method
+    python benchmarks/compare.py --methods bc,rloo,repirl   # some rows only
 
 The table goes to <out>/table.md and every run's final metrics to <out>/results.json.
 """
@@ -19,19 +20,19 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = {                                       # row name -> train.py flags
-    "behaviour cloning (bc)": ["--method", "bc"],
-    "RLOO, outcome only": ["--method", "rloo"],
-    "PPO, outcome only (learned critic)": ["--method", "rloo", "--estimator", "ppo"],
-    "PRIME (implicit PRM)": ["--method", "prime"],
-    "AIRL (token discriminator)": ["--method", "airl"],
-    "Math-Shepherd (Monte Carlo step labels)": ["--method", "mcts"],
-    "rePIRL, PRM only (4.4)": ["--method", "prm-only"],
-    "rePIRL, no pseudo-expert (D.2)": ["--method", "repirl", "--pseudo-expert", "off"],
-    "rePIRL, GRPO advantages (T3)": ["--method", "repirl", "--estimator", "grpo"],
-    "rePIRL, REINFORCE (T3)": ["--method", "repirl", "--estimator", "reinforce"],
-    "rePIRL, PPO with a critic (GAE)": ["--method", "repirl", "--estimator", "ppo"],
-    "rePIRL": ["--method", "repirl"],
+METHODS = {                                       # key -> (row name, train.py flags)
+    "bc": ("behaviour cloning (bc)", ["--method", "bc"]),
+    "rloo": ("RLOO, outcome only", ["--method", "rloo"]),
+    "ppo": ("PPO, outcome only (learned critic)", ["--method", "rloo", "--estimator", "ppo"]),
+    "prime": ("PRIME (implicit PRM)", ["--method", "prime"]),
+    "airl": ("AIRL (token discriminator)", ["--method", "airl"]),
+    "mcts": ("Math-Shepherd (Monte Carlo step labels)", ["--method", "mcts"]),
+    "prm-only": ("rePIRL, PRM only (4.4)", ["--method", "prm-only"]),
+    "no-pseudo-expert": ("rePIRL, no pseudo-expert (D.2)", ["--method", "repirl", "--pseudo-expert", "off"]),
+    "grpo": ("rePIRL, GRPO advantages (T3)", ["--method", "repirl", "--estimator", "grpo"]),
+    "reinforce": ("rePIRL, REINFORCE (T3)", ["--method", "repirl", "--estimator", "reinforce"]),
+    "repirl-ppo": ("rePIRL, PPO with a critic (GAE)", ["--method", "repirl", "--estimator", "ppo"]),
+    "repirl": ("rePIRL", ["--method", "repirl"]),
 }
 
 
@@ -53,10 +54,15 @@ def main():
     p.add_argument("--extra", default="", help="flags passed to every train.py run")
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--quick", action="store_true", help="1 seed, 20 iterations")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated keys of the rows to run")
     args = p.parse_args()
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     if args.quick:
         args.seeds, args.iterations = 1, 20
-    results = {name: [run(name, flags, s, args) for s in range(args.seeds)] for name, flags in METHODS.items()}
+    results = {name: [run(name, flags, s, args) for s in range(args.seeds)]
+               for key, (name, flags) in METHODS.items() if key in args.methods.split(",")}
     lines = ["| method | held-out accuracy (mean +- sd) | PRM AUC | wall s / run |", "|---|---|---|---|"]
     for name, rs in results.items():
         acc = [r["eval/accuracy_end"] for r in rs]
