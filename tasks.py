@@ -54,8 +54,10 @@ last fenced block passes every test of the problem (all-pass, as rePIRL and PRIM
 `leetcodedataset`, `livecodebench` (public tests only), `code-jsonl`. They also offer
 `rewards(completions, examples)`, which runs the programs in parallel; train.py uses it.
 
-Group filter (`filter_groups`): keep prompts whose rollout accuracy lies in [0.2, 0.8], as
-rePIRL and PRIME do, so every kept group carries a learning signal.
+Group filter (`filter_groups`, ranges by name in `GROUP_FILTERS`): keep prompts whose rollout
+accuracy lies in [0.2, 0.8], as rePIRL and PRIME do, so every kept group carries an outcome signal;
+or keep only the prompts some rollout solves, or only those all fail (where the outcome advantage
+is zero and a PRM is the only signal: the test of rePIRL's early-signal claim).
 
     python tasks.py arithmetic                                # prints a few examples of a task
     python tasks.py jsonl --data tests/fixtures/gsm8k_train.jsonl   # any task and source (hub ids download)
@@ -397,6 +399,10 @@ def attach_expert(examples: list[Example], expert: dict[str, list[str]]) -> list
     if len(kept) < len(examples):
         log.warning(f"expert data covers {len(kept)} of {len(examples)} prompts; the others are dropped")
     return kept
+
+
+GROUP_FILTERS = {"off": (0.0, 1.0), "mixed": (0.2, 0.8), "some-correct": (1e-6, 1.0), "all-fail": (0.0, 0.0)}
+"""Named accuracy ranges [lo, hi] of `filter_groups` (train.py's --filter-groups)."""
 
 
 def filter_groups(r_o, k: int, lo: float = 0.2, hi: float = 0.8) -> list[bool]:

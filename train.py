@@ -124,8 +124,8 @@ class Args:
     """sampling temperature (log-probs are taken at the same one)"""
     gen_chunk: int = 0
     """prompts per generate call (0: all of a rank's prompts); fixes the sampling seeds"""
-    filter_groups: bool = False
-    """keep prompts whose rollout accuracy lies in [0.2, 0.8], sampling `oversample` times more to fill the batch"""
+    filter_groups: str = "off"
+    """off | mixed (rollout accuracy in [0.2, 0.8]) | some-correct | all-fail: prompts kept, `oversample` x sampled"""
     oversample: int = 2
     """with --filter-groups: candidate prompts per kept prompt"""
     micro_batch: int = 64
@@ -201,7 +201,7 @@ def parse_args(argv=None) -> Args:
 CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts"),
            "estimator": ("rloo", "grpo", "reinforce", "ppo"),
            "reduce": ("sum", "mean"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
-           "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid")}
+           "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
             "oversample": 1, "micro_batch": 1, "ppo_epochs": 1, "minibatches": 1, "bc_steps": 0, "bc_batch": 1,
             "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "alpha": 0, "ent_coef": 0, "kl_coef": 0,
@@ -352,11 +352,12 @@ def sample_groups(policy, tok, task, it: int, args: Args):
 
     Each generate call is seeded by (seed, iteration, chunk index over all ranks), so the rollouts
     do not depend on the number of processes. With --filter-groups, `oversample` times more prompts
-    are sampled and the groups whose accuracy lies in [0.2, 0.8] come first; the batch is then
+    are sampled and the groups the filter keeps (tasks.GROUP_FILTERS) come first; the batch is then
     filled in order, so every rank keeps exactly its share of prompts.
     """
+    filtering = args.filter_groups != "off"
     per_rank = args.prompts // WORLD
-    n = per_rank * (args.oversample if args.filter_groups else 1)
+    n = per_rank * (args.oversample if filtering else 1)
     pool = task.test if args.train_on == "test" else task.train
     examples = iteration_prompts(pool, it, n * WORLD, args.seed)[RANK * n:(RANK + 1) * n]
     chunk = args.gen_chunk or per_rank
@@ -368,8 +369,8 @@ def sample_groups(policy, tok, task, it: int, args: Args):
     rolls = rollout.concat(parts, tok.pad_token_id).to(DEVICE)
     r_o = torch.tensor(outcome_rewards(task, rolls.completions, [examples[i // args.k] for i in range(len(rolls))]),
                        device=DEVICE)                                           # (N,)
-    if args.filter_groups:
-        keep = tasks.filter_groups(r_o, args.k)                                 # (n,) prompts with signal
+    if filtering:
+        keep = tasks.filter_groups(r_o, args.k, *tasks.GROUP_FILTERS[args.filter_groups])  # (n,) prompts kept
         order = sorted(range(n), key=lambda g: not keep[g])[:per_rank]          # kept first, stable
         rows = torch.tensor([g * args.k + j for g in order for j in range(args.k)], device=DEVICE)
         rolls, r_o, examples = rollout.select(rolls, rows), r_o[rows], [examples[g] for g in order]
@@ -667,7 +668,7 @@ def load_task(args: Args):
             expert = tasks.load_expert(args.expert, task, tok, args.max_new_tokens, args.skip_bad)
             task.train = tasks.attach_expert(task.train, expert)
         pool = task.test if args.train_on == "test" else task.train
-        needed = args.prompts * (args.oversample if args.filter_groups else 1)
+        needed = args.prompts * (args.oversample if args.filter_groups != "off" else 1)
         if len(pool) < needed:
             raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
                              f"iteration samples (a benchmark has no training split: give --data)")

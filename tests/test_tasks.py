@@ -423,3 +423,10 @@ def test_arithmetic_small_space_takes_every_problem_and_refuses_too_many():
     assert len(task.train) == 13 and len({ex.prompt for ex in task.train + task.test}) == 18
     with pytest.raises(ValueError, match="18 distinct problems"):
         tasks.Arithmetic(n_terms=2, lo=1, hi=3, n_test=5, n_train=14)
+
+
+def test_named_group_filters_split_all_fail_from_the_rest():
+    r_o = [0, 0, 0, 0,  1, 0, 0, 0,  1, 1, 1, 1]                               # all fail, 1 of 4, all correct
+    keep = {name: tasks.filter_groups(r_o, 4, *rng) for name, rng in tasks.GROUP_FILTERS.items()}
+    assert keep == {"off": [True, True, True], "mixed": [False, True, False],
+                    "some-correct": [False, True, True], "all-fail": [True, False, False]}

@@ -109,7 +109,7 @@ def test_real_task_path_with_filtering_runs(tmp_path, cache):
     fixtures = os.path.join(ROOT, "tests", "fixtures")
     out, proc = run(tmp_path, cache, "--task", "gsm8k", "--data", os.path.join(fixtures, "gsm8k_train.jsonl"),
                     "--test-data", os.path.join(fixtures, "gsm8k_test.jsonl"), "--prompts", "2",
-                    "--filter-groups", "true", "--pseudo-expert", "both")
+                    "--filter-groups", "mixed", "--pseudo-expert", "both")
     assert (out / "ckpt-000002" / "prm").exists() and "held-out greedy accuracy" in proc.stdout
 
 
