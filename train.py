@@ -108,7 +108,7 @@ class Args:
     bc_steps: int = 800
     """tiny default: behaviour-cloning steps of the warm start (cached under runs/cache)"""
     bc_lr: float = 2e-3
-    """learning rate of behaviour cloning (warm start and --method bc)"""
+    """peak learning rate of the warm start's behaviour cloning (--method bc in the loop uses --lr, as every method)"""
     bc_batch: int = 64
     """expert trajectories per behaviour-cloning step of the warm start"""
 
@@ -833,7 +833,7 @@ def main(args: Args):
     ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
     ref = (AutoModelForCausalLM.from_pretrained(ref_path).to(DEVICE).eval()     # frozen: KL anchor, PRIME's pi_ref
            if args.kl_coef > 0 or args.method == "prime" else None)
-    opt = torch.optim.AdamW(policy.parameters(), lr=args.bc_lr if args.method == "bc" else args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
     prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if uses_prm else None
     critic = (prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path).to(DEVICE).eval()
               if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
@@ -849,7 +849,7 @@ def main(args: Args):
     elif args.keep_warm_optimizer and os.path.exists(os.path.join(policy_path, "optimizer.pt")):
         opt.load_state_dict(torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
         for group in opt.param_groups:                                          # the warm start's moments, our lr
-            group["lr"] = args.bc_lr if args.method == "bc" else args.lr
+            group["lr"] = args.lr
     start = state.get("iteration", 0)
     if RANK == 0:
         os.makedirs(args.out, exist_ok=True)
