@@ -9,7 +9,8 @@ mean and standard deviation over seeds, with the wall time per run.
     python benchmarks/compare.py --extra "--n-terms 4"   # a harder setting, same flags for every method
     python benchmarks/compare.py --methods bc,rloo,repirl   # some rows only
 
-The table goes to <out>/table.md and every run's final metrics to <out>/results.json.
+The table goes to <out>/table.md and every run's final metrics to <out>/results.json. A run that
+finished (its <out>/<method>/seed<S>/compare.json) is not run again: a killed comparison resumes.
 """
 import argparse
 import json
@@ -37,14 +38,24 @@ METHODS = {                                       # key -> (row name, train.py f
 
 
 def run(name: str, flags: list, seed: int, args) -> dict:
+    """One finished train.py run: its final metrics and wall time, from <out>/compare.json when an
+    earlier invocation with the same command finished it (so a killed comparison resumes)."""
     out = os.path.join(args.out, name.split(" (")[0].replace(" ", "_").replace(",", ""), f"seed{seed}")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *flags, "--seed", str(seed), "--out", out,
            "--iterations", str(args.iterations), *args.extra.split()]
+    done = os.path.join(out, "compare.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            record = json.load(f)
+        if record["cmd"] == cmd[1:]:
+            return record["final"]
     start = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     with open(os.path.join(out, "metrics.jsonl")) as f:
-        final = json.loads(f.readlines()[-1])
-    return final | {"wall_s": time.time() - start}
+        final = json.loads(f.readlines()[-1]) | {"wall_s": time.time() - start}
+    with open(done, "w") as f:
+        json.dump({"cmd": cmd[1:], "final": final}, f)
+    return final
 
 
 def main():
@@ -61,8 +72,8 @@ def main():
         raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
     if args.quick:
         args.seeds, args.iterations = 1, 20
-    results = {name: [run(name, flags, s, args) for s in range(args.seeds)]
-               for key, (name, flags) in METHODS.items() if key in args.methods.split(",")}
+    results = {METHODS[key][0]: [run(*METHODS[key], s, args) for s in range(args.seeds)]
+               for key in args.methods.split(",")}                             # in the order given
     lines = ["| method | held-out accuracy (mean +- sd) | PRM AUC | wall s / run |", "|---|---|---|---|"]
     for name, rs in results.items():
         acc = [r["eval/accuracy_end"] for r in rs]
