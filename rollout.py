@@ -93,19 +93,22 @@ def encode(tokenizer, prompts: list[str], responses: list[str], group=None) -> B
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, temperature: float) -> Batch:
+def generate(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, temperature: float,
+             synced_gpus: bool = False) -> Batch:
     """Sample k completions for each prompt in one batched `generate` call (temperature 0: greedy).
 
     Sampling is plain softmax(logits / temperature): no top-k, no top-p, so `token_logprobs` at the
-    same temperature is exactly the sampling distribution.
+    same temperature is exactly the sampling distribution. `synced_gpus`: a model sharded over ranks
+    (FSDP) gathers its weights from every rank in every forward pass, so a rank whose rows are done
+    keeps running passes (their output unused) until every rank's are.
     """
     prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    return generate_from_ids(model, tokenizer, prompt_ids, k, max_new_tokens, temperature)
+    return generate_from_ids(model, tokenizer, prompt_ids, k, max_new_tokens, temperature, synced_gpus)
 
 
 @torch.no_grad()
 def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max_new_tokens: int,
-                      temperature: float) -> Batch:
+                      temperature: float, synced_gpus: bool = False) -> Batch:
     """`generate` from token ids: continue any state s_t = [x, y_0..y_{t-1}] exactly as it was sampled
     (Math-Shepherd's completions start from a prompt and part of a rollout; text would re-tokenise)."""
     device = next(model.parameters()).device
@@ -120,7 +123,8 @@ def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max
     config = GenerationConfig(
         do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, generation_config=config)  # (N, P + L)
+    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, generation_config=config,
+                         synced_gpus=synced_gpus)                                # (N, P + L)
     completion = out[:, P:]                                                      # (N, L)
     is_eos = completion == tokenizer.eos_token_id                                # (N, L)
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0                           # (N, L) strictly after the first EOS

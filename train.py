@@ -5,6 +5,7 @@ PRM updates (Eqn 5) and policy updates (RLOO), as Algorithm 1 of arXiv 2602.0783
     python train.py --method rloo                     # a baseline in the same loop (see --help)
     torchrun --nproc_per_node 2 train.py              # the same run on 2 processes (gloo on CPU, NCCL on GPU)
     torchrun --nproc_per_node 8 train.py --policy Qwen/Qwen2.5-3B-Instruct --task gsm8k --expert expert.jsonl
+    torchrun --nproc_per_node 8 train.py ... --fsdp true --grad-checkpoint true --bf16 true    # 7B models: README
 
 One iteration, in the phases the loop below is labelled with:
   1) rollout: k samples per prompt from pi_theta; outcome reward r_o; log pi_theta(tau) at the
@@ -29,6 +30,14 @@ take the step one process would take on the whole batch. The Eqn 5 partition est
 samples: its gradient is taken on the gathered per-trajectory rewards R_phi (scalars), and each rank
 back-propagates its own slice. Sampling is seeded per (seed, iteration, generation chunk), so the
 rollouts do not depend on how many processes share the work, and a resumed run replays exactly.
+With --fsdp every model is sharded over the ranks (FSDP2, `fully_shard` per decoder layer), its
+reduce-scatter set to sum; every rank then runs the same forward passes (generation synced, equal
+micro-batch counts), and checkpoints hold full weights, loadable with or without FSDP.
+
+Memory: forward passes run in micro-batches of at most --micro-batch-tokens tokens (rows sorted by
+length, all-pad columns trimmed); --grad-checkpoint recomputes each decoder layer in the backward
+pass; --bf16 runs forward passes under bfloat16 autocast (log-softmax in float32; the sampler's cached
+passes and the recomputed full ones then round differently, so PPO ratios start at 1 up to bfloat16).
 
 Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
 1. The embedded default warm-starts its tiny policy by behaviour cloning (the paper starts from
@@ -50,6 +59,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -129,7 +142,15 @@ class Args:
     oversample: int = 2
     """with --filter-groups: candidate prompts per kept prompt"""
     micro_batch: int = 64
-    """sequences per forward/backward pass"""
+    """at most this many sequences per forward/backward pass"""
+    micro_batch_tokens: int = 8192
+    """at most this many tokens (sequences x padded length) per forward/backward pass; a longer sequence goes alone"""
+    fsdp: bool = False
+    """shard policy, PRM, reference and critic over the processes (FSDP2 fully_shard); no effect on one process"""
+    grad_checkpoint: bool = False
+    """recompute each decoder layer's activations in the backward pass instead of keeping them"""
+    bf16: bool = False
+    """run model forward passes under bfloat16 autocast (weights, optimiser states and log-softmax stay float32)"""
 
     prm_lr: float = 1e-4
     """PRM learning rate (AdamW)"""
@@ -203,9 +224,9 @@ CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts
            "reduce": ("sum", "mean"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
            "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
-            "oversample": 1, "micro_batch": 1, "ppo_epochs": 1, "minibatches": 1, "bc_steps": 0, "bc_batch": 1,
-            "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "alpha": 0, "ent_coef": 0, "kl_coef": 0,
-            "mc_rollouts": 0, "mc_n": 1, "critic_lr": 0, "gae_lambda": 0}
+            "oversample": 1, "micro_batch": 1, "micro_batch_tokens": 1, "ppo_epochs": 1, "minibatches": 1,
+            "bc_steps": 0, "bc_batch": 1, "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "alpha": 0,
+            "ent_coef": 0, "kl_coef": 0, "mc_rollouts": 0, "mc_n": 1, "critic_lr": 0, "gae_lambda": 0}
 POSITIVE = ("temperature", "lr", "prm_lr", "bc_lr", "clip", "grad_clip", "prm_grad_clip", "prime_beta")
 
 
@@ -263,23 +284,71 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def all_max(n: int) -> int:
+    """The largest of an integer over ranks."""
+    x = torch.tensor(n, device=DEVICE)
+    if WORLD > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return int(x)
+
+
+def sharded(args) -> bool:
+    """Whether the models are sharded over ranks (--fsdp on several processes): then every rank must run
+    the same forward passes, since each one gathers a model's weights from all ranks."""
+    return args.fsdp and WORLD > 1
+
+
+def shard(model):
+    """FSDP2: each decoder layer, then the rest of the model, becomes a unit whose weights, gradients and
+    optimiser states are split over the ranks and gathered for its forward and backward passes.
+
+    FSDP averages gradients over ranks; this code's losses are normalised by whole-batch counts and want
+    their SUM (as `apply_gradients` takes it without FSDP), so every unit's reduce-scatter sums.
+    """
+    for layer in decoder_layers(model):
+        fully_shard(layer)
+    fully_shard(model)
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.set_gradient_divide_factor(1.0)
+            unit.set_force_sum_reduction_for_comms(True)                        # plain SUM: gloo has no PREMUL_SUM
+    return model
+
+
+def decoder_layers(model) -> list:
+    """The repeated blocks of a transformer (Qwen2DecoderLayer, LlamaDecoderLayer, ...): the unit of FSDP
+    sharding and of activation checkpointing."""
+    names = set(model._no_split_modules or ())
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer") or type(m).__name__ in names]
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The part of a tensor this rank holds: its shard for an FSDP parameter or gradient (DTensor)."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def apply_gradients(model, opt, max_norm: float) -> float:
     """Sum gradients over ranks (every loss is normalised by whole-batch counts), clip, step.
 
-    A non-finite gradient is never applied: the step is skipped and the returned norm is nan,
-    which the loop counts (it stops after `max_bad_steps` in a row, the last checkpoint intact).
+    An FSDP model's gradients arrive summed and sharded (`shard`); `clip_grad_norm_` then returns the
+    norm as a DTensor whose full value is the norm over all shards. A non-finite gradient is never
+    applied: the step is skipped and the returned norm is nan, which the loop counts (it stops after
+    `max_bad_steps` in a row, the last checkpoint intact).
     """
-    if WORLD > 1:
+    fsdp = isinstance(model, FSDPModule)
+    if WORLD > 1 and not fsdp:
         for p in model.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
     if not torch.isfinite(norm):
         opt.zero_grad(set_to_none=True)
         return float("nan")
     opt.step()
-    if not all(torch.isfinite(p).all() for p in model.parameters()):          # a finite step can still overflow
+    overflow = torch.tensor(float(not all(torch.isfinite(local(p)).all() for p in model.parameters())), device=DEVICE)
+    if (all_sum(overflow) if fsdp else overflow) > 0:                          # a finite step can still overflow
         raise SystemExit(f"{type(model).__name__}: parameters became non-finite after an optimizer step "
                          "(learning rate too high?); nothing was checkpointed after it, resume from the last one")
     return norm.item()
@@ -324,9 +393,49 @@ def expert_batch(tok, task, examples) -> rollout.Batch:
     return rollout.encode(tok, [task.render(ex, tok) for ex in examples], [ex.solution for ex in examples])
 
 
-def micro_batches(n: int, size: int):
-    """Row index ranges of at most `size` rows covering 0..n."""
-    return [torch.arange(i, min(i + size, n)) for i in range(0, n, size)]
+def micro_batches(batch, args, rows=None) -> list:
+    """The micro-batches of a batch's `rows` (default all): (rows, cols, part) triples.
+
+    Rows are sorted by length and packed while rows x width stays within --micro-batch-tokens and
+    the rows within --micro-batch (a row longer than the budget goes alone), so peak memory follows
+    the budget, not the batch. `part` is the sub-batch (rollout.select): the micro-batch's rows, in
+    batch order, trimmed to the columns `cols` they use, so short rows do not pay for long ones;
+    any other (N, T) tensor of the batch is read at [rows, cols]. Sharded, every rank runs as many
+    micro-batches as the rank that needs most: its largest are halved until the counts match (every
+    rank holds as many rows, so one of two rows or more is always left to halve; halves fit the budget).
+    """
+    rows = torch.arange(len(batch), device=batch.ids.device) if rows is None else rows
+    real = batch.attention_mask[rows].bool()                                    # (n, T)
+    first = real.long().argmax(1).tolist()                                      # (n,) first real column of each row
+    last = (real.shape[1] - 1 - real.flip(1).long().argmax(1)).tolist()         # (n,) last real column
+
+    def cost(group):                                                            # tokens once trimmed
+        return len(group) * (max(last[i] for i in group) - min(first[i] for i in group) + 1)
+
+    groups = []
+    for i in sorted(range(len(first)), key=lambda i: last[i] - first[i]):      # shortest first
+        if not groups or len(groups[-1]) == args.micro_batch or cost(groups[-1] + [i]) > args.micro_batch_tokens:
+            groups.append([])
+        groups[-1].append(i)
+    if sharded(args):
+        for _ in range(all_max(len(groups)) - len(groups)):
+            largest = max(groups, key=len)
+            groups.remove(largest)
+            groups += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+    out = []
+    for group in groups:
+        mine = rows[sorted(group)]                                              # (n_mb,) in batch order
+        cols = slice(min(first[i] for i in group), max(last[i] for i in group) + 1)
+        out.append((mine, cols, rollout.select(batch, mine)))
+    return out
+
+
+def per_token(fn, batch, args) -> torch.Tensor:
+    """fn(part) -> (n, t) on every micro-batch, put back in place: (N, T), 0 on columns a part trims."""
+    out = torch.zeros(batch.ids.shape, device=batch.ids.device)                 # (N, T)
+    for rows, cols, part in micro_batches(batch, args):
+        out[rows, cols] = fn(part)                                              # (n, t)
+    return out
 
 
 # ----------------------------------------------------------------------------- model passes
@@ -334,16 +443,15 @@ def micro_batches(n: int, size: int):
 @torch.no_grad()
 def sequence_logprobs(model, batch, args, temperature=None):
     """Token log-probs (N, T) of a batch, by default at the sampling temperature, in micro-batches, no grad."""
-    return torch.cat([rollout.token_logprobs(model, batch.ids[i], batch.attention_mask[i],
-                                             temperature or args.temperature)
-                      for i in micro_batches(len(batch), args.micro_batch)])
+    return per_token(lambda part: rollout.token_logprobs(model, part.ids, part.attention_mask,
+                                                         temperature or args.temperature), batch, args)
 
 
+@torch.no_grad()
 def prm_rewards(prm, batch, args):
-    """Token rewards r_phi (N, T) of a batch under no grad."""
-    with torch.no_grad():
-        return torch.cat([prm_lib.token_rewards(prm, batch.ids[i], batch.attention_mask[i], batch.completion_mask[i])
-                          for i in micro_batches(len(batch), args.micro_batch)])
+    """Token rewards r_phi (N, T) of a batch, in micro-batches, no grad."""
+    return per_token(lambda part: prm_lib.token_rewards(prm, part.ids, part.attention_mask, part.completion_mask),
+                     batch, args)
 
 
 @torch.no_grad()
@@ -365,7 +473,7 @@ def sample_groups(policy, tok, task, it: int, args: Args):
     for c in range(0, n, chunk):
         torch.manual_seed(sampling_seed(args.seed, it, (RANK * n + c) // chunk))
         parts.append(rollout.generate(policy, tok, [task.render(ex, tok) for ex in examples[c:c + chunk]],
-                                      args.k, args.max_new_tokens, args.temperature))
+                                      args.k, args.max_new_tokens, args.temperature, sharded(args)))
     rolls = rollout.concat(parts, tok.pad_token_id).to(DEVICE)
     r_o = torch.tensor(outcome_rewards(task, rolls.completions, [examples[i // args.k] for i in range(len(rolls))]),
                        device=DEVICE)                                           # (N,)
@@ -415,10 +523,10 @@ def airl_update(prm, prm_opt, policy, experts, rolls, logp_old, args):
     prm_opt.zero_grad(set_to_none=True)
     loss_total, none = 0.0, torch.zeros(0, device=DEVICE)
     for batch, logp, is_expert in ((experts, logp_E, True), (rolls, logp_old, False)):
-        for idx in micro_batches(len(batch), args.micro_batch):
-            m = batch.completion_mask[idx]
-            f = prm_lib.token_rewards(prm, batch.ids[idx], batch.attention_mask[idx], m)[m]   # (n_tokens,)
-            sides = (f, logp[idx][m], none, none) if is_expert else (none, none, f, logp[idx][m])
+        for rows, cols, part in micro_batches(batch, args):
+            m = part.completion_mask
+            f = prm_lib.token_rewards(prm, part.ids, part.attention_mask, m)[m]  # (n_tokens,)
+            sides = (f, logp[rows, cols][m], none, none) if is_expert else (none, none, f, logp[rows, cols][m])
             loss, _ = irl.airl_loss(*sides, form=args.airl_form, n_E=n_E, n_pi=n_pi)
             loss.backward()
             loss_total += loss.item()
@@ -430,11 +538,11 @@ def prime_update(prm, prm_opt, ref, rolls, r_o, args):
     n_seq = all_sum(torch.tensor(float(len(rolls)), device=DEVICE))
     prm_opt.zero_grad(set_to_none=True)
     loss_total = 0.0
-    for idx in micro_batches(len(rolls), args.micro_batch):
-        logp_psi = rollout.token_logprobs(prm, rolls.ids[idx], rolls.attention_mask[idx])          # (n, T)
+    for rows, _, part in micro_batches(rolls, args):
+        logp_psi = rollout.token_logprobs(prm, part.ids, part.attention_mask)                      # (n, t)
         with torch.no_grad():
-            logp_ref = rollout.token_logprobs(ref, rolls.ids[idx], rolls.attention_mask[idx])      # (n, T)
-        loss, _ = irl.prime_loss(logp_psi, logp_ref, rolls.completion_mask[idx], r_o[idx], args.prime_beta, n_seq)
+            logp_ref = rollout.token_logprobs(ref, part.ids, part.attention_mask)                  # (n, t)
+        loss, _ = irl.prime_loss(logp_psi, logp_ref, part.completion_mask, r_o[rows], args.prime_beta, n_seq)
         loss.backward()
         loss_total += loss.item()
     return finish_reward_step(prm, prm_opt, args, {"irl/loss": loss_total})
@@ -459,10 +567,10 @@ def mcts_update(prm, prm_opt, policy, tok, task, examples, rolls, r_o, it, args)
     n_steps = all_sum(valid.sum().float())                                      # whole-batch normaliser
     prm_opt.zero_grad(set_to_none=True)
     loss_total = 0.0
-    for idx in micro_batches(len(labelled), args.micro_batch):
-        r = prm_lib.token_rewards(prm, labelled.ids[idx], labelled.attention_mask[idx], labelled.completion_mask[idx])
-        z = irl.gather_step_scores(r, step_end[idx])                            # (n_mb, S) step logits
-        loss, _ = irl.step_bce_loss(z[valid[idx]], labels[idx][valid[idx]], n_steps)
+    for rows, cols, part in micro_batches(labelled, args):
+        r = prm_lib.token_rewards(prm, part.ids, part.attention_mask, part.completion_mask)  # (n_mb, t)
+        z = irl.gather_step_scores(r, step_end[rows] - cols.start)              # (n_mb, S) step logits; -1 stays < 0
+        loss, _ = irl.step_bce_loss(z[valid[rows]], labels[rows][valid[rows]], n_steps)
         loss.backward()
         loss_total += loss.item()
     stats = {"irl/loss": loss_total, "irl/step_label": (all_sum(labels[valid].sum()) / n_steps).item(),
@@ -493,12 +601,16 @@ def mc_correct_counts(policy, tok, task, examples, batch, step_end, per_prompt, 
     for c in range(0, per_rank, chunk):
         torch.manual_seed(sampling_seed(args.seed, it, (RANK * per_rank + c) // chunk, "mc"))
         jobs = [(i, s) for i in range(c * per_prompt, (c + chunk) * per_prompt) for s in range(int(n_steps[i]) - 1)]
-        if not jobs:                                                            # every rollout of the chunk is one step
+        if not (all_max(len(jobs)) if sharded(args) else jobs):                 # every rollout of the chunk is one step
+            continue
+        if not jobs:                                                            # sharded: join the other ranks' passes
+            rollout.generate_from_ids(policy, tok, [batch.ids[0, start[0]:first].tolist()], 1, 1, args.temperature,
+                                      synced_gpus=True)                         # (1 row, unused)
             continue
         prefixes = [batch.ids[i, start[i]:step_end[i, s] + 1].tolist() for i, s in jobs]
         used = [int(step_end[i, s]) + 1 - first for i, s in jobs]              # completion tokens written so far
         cont = rollout.generate_from_ids(policy, tok, prefixes, args.mc_n, args.max_new_tokens - min(used),
-                                         args.temperature)                      # (jobs * mc_n) rows
+                                         args.temperature, sharded(args))       # (jobs * mc_n) rows
         texts = []
         for j in range(len(jobs)):
             written = prefixes[j][len(prefixes[j]) - used[j]:]                  # the completion up to the step
@@ -542,10 +654,10 @@ def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
 
     prm_opt.zero_grad(set_to_none=True)
     for batch, grad in ((experts, dR_E), (rolls, dR)):
-        for idx in micro_batches(len(batch), args.micro_batch):
-            r = prm_lib.token_rewards(prm, batch.ids[idx], batch.attention_mask[idx], batch.completion_mask[idx])
-            R_mb = prm_lib.trajectory_reward(r, batch.completion_mask[idx], args.reduce)  # (n,)
-            (R_mb * grad[idx]).sum().backward()                                  # d(-J)/dphi, this slice
+        for rows, _, part in micro_batches(batch, args):
+            r = prm_lib.token_rewards(prm, part.ids, part.attention_mask, part.completion_mask)  # (n, t)
+            R_mb = prm_lib.trajectory_reward(r, part.completion_mask, args.reduce)  # (n,)
+            (R_mb * grad[rows]).sum().backward()                                 # d(-J)/dphi, this slice
     stats["irl/loss"] = loss.item()
     return finish_reward_step(prm, prm_opt, args, stats)
 
@@ -557,12 +669,12 @@ def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
     for mb in ppo_minibatches(len(rolls), args):
         n_tokens = all_sum(rolls.completion_mask[mb].sum().float())             # whole-batch normaliser
         opt.zero_grad(set_to_none=True)
-        for idx in mb.split(args.micro_batch):
-            logp, ent = rollout.token_logprobs(policy, rolls.ids[idx], rolls.attention_mask[idx],
-                                               args.temperature, with_entropy=True)
-            loss, s = rloo.policy_loss(logp, logp_old[idx], adv[idx], rolls.completion_mask[idx], ent, args.clip,
-                                       args.ent_coef if args.entropy == "bonus" else 0.0,
-                                       None if ref is None else logp_ref[idx],
+        for rows, cols, part in micro_batches(rolls, args, mb):
+            logp, ent = rollout.token_logprobs(policy, part.ids, part.attention_mask,
+                                               args.temperature, with_entropy=True)          # (n, t), (n, t)
+            loss, s = rloo.policy_loss(logp, logp_old[rows, cols], adv[rows, cols], part.completion_mask, ent,
+                                       args.clip, args.ent_coef if args.entropy == "bonus" else 0.0,
+                                       None if ref is None else logp_ref[rows, cols],
                                        args.kl_coef, n_tokens)
             loss.backward()
             stats.append(s)
@@ -600,16 +712,17 @@ def critic_advantages(critic, critic_opt, outcome, r_phi, rolls, logp_old, alpha
     rewards = rloo.per_token_rewards(outcome, r_phi, mask, alpha, logp_old if in_return else None,
                                      args.ent_coef if in_return else 0.0)       # (N, T)
     with torch.no_grad():
-        v_old = torch.cat([prm_lib.state_values(critic, rolls.ids[i], rolls.attention_mask[i], mask[i])
-                           for i in micro_batches(len(rolls), args.micro_batch)])  # (N, T) V(s_t)
+        v_old = per_token(lambda part: prm_lib.state_values(critic, part.ids, part.attention_mask,
+                                                            part.completion_mask), rolls, args)  # (N, T) V(s_t)
     adv, returns = rloo.gae_advantages(rewards, v_old, mask, 1.0, args.gae_lambda)  # (N, T), (N, T)
     stats = []
     for mb in ppo_minibatches(len(rolls), args):
         n_tokens = all_sum(mask[mb].sum().float())                              # whole-batch normaliser
         critic_opt.zero_grad(set_to_none=True)
-        for idx in mb.split(args.micro_batch):
-            v = prm_lib.state_values(critic, rolls.ids[idx], rolls.attention_mask[idx], mask[idx])  # (n, T)
-            loss, s = rloo.value_loss(v, v_old[idx], returns[idx], mask[idx], args.clip, n_tokens)
+        for rows, cols, part in micro_batches(rolls, args, mb):
+            v = prm_lib.state_values(critic, part.ids, part.attention_mask, part.completion_mask)  # (n, t)
+            loss, s = rloo.value_loss(v, v_old[rows, cols], returns[rows, cols], part.completion_mask, args.clip,
+                                      n_tokens)
             loss.backward()
             stats.append(s)
         grad_norm = apply_gradients(critic, critic_opt, args.grad_clip)
@@ -618,15 +731,17 @@ def critic_advantages(critic, critic_opt, outcome, r_phi, rolls, logp_old, alpha
                                                      "policy/adv_abs": (adv.abs() * mask).sum().item() / n}
 
 
-def bc_step(policy, opt, batch, grad_clip):
+def bc_step(policy, opt, batch, args, grad_clip):
     """One behaviour-cloning step on expert trajectories (irl.bc_loss), whole-batch normalised."""
     n_tokens = all_sum(batch.completion_mask.sum().float())
     opt.zero_grad(set_to_none=True)
-    logp = rollout.token_logprobs(policy, batch.ids, batch.attention_mask)
-    loss, stats = irl.bc_loss(logp, batch.completion_mask, n_tokens)
-    loss.backward()
-    stats["policy/grad_norm"] = apply_gradients(policy, opt, grad_clip)
-    return stats
+    stats = []
+    for _, _, part in micro_batches(batch, args):
+        logp = rollout.token_logprobs(policy, part.ids, part.attention_mask)   # (n, t)
+        loss, s = irl.bc_loss(logp, part.completion_mask, n_tokens)
+        loss.backward()
+        stats.append(s)
+    return merge_stats(stats, "bc/nll") | {"policy/grad_norm": apply_gradients(policy, opt, grad_clip)}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -635,21 +750,23 @@ def bc_step(policy, opt, batch, grad_clip):
 def greedy_accuracy(policy, tok, task, examples, args) -> float:
     """Held-out greedy accuracy; examples are split over ranks and the counts summed."""
     mine = examples[RANK::WORLD]
+    calls = math.ceil(len(examples) / WORLD / 100)                              # as many on every rank (FSDP)
     correct = 0.0
-    for i in range(0, len(mine), 100):
-        chunk = mine[i:i + 100]
-        b = rollout.generate(policy, tok, [task.render(ex, tok) for ex in chunk], 1, args.max_new_tokens, 0.0)
+    for c in range(calls):
+        chunk = mine[c * len(mine) // calls:(c + 1) * len(mine) // calls]      # at most 100 prompts
+        b = rollout.generate(policy, tok, [task.render(ex, tok) for ex in chunk], 1, args.max_new_tokens, 0.0,
+                             sharded(args))
         correct += sum(outcome_rewards(task, b.completions, chunk))
-    return (all_sum(torch.tensor(correct)) / len(examples)).item()
+    return (all_sum(torch.tensor(correct, device=DEVICE)) / len(examples)).item()
 
 
 @torch.no_grad()
 def prm_auc(policy, prm, tok, task, examples, args) -> float:
     """AUC of R_phi(tau) separating correct from incorrect sampled rollouts on held-out prompts."""
     torch.manual_seed(sampling_seed(args.seed, -1, RANK))
-    mine = examples[RANK::WORLD]
+    mine = examples[:len(examples) // WORLD * WORLD][RANK::WORLD]              # as many on every rank (all_gather)
     b = rollout.generate(policy, tok, [task.render(ex, tok) for ex in mine], args.k, args.max_new_tokens,
-                         args.temperature).to(DEVICE)
+                         args.temperature, sharded(args)).to(DEVICE)
     correct = torch.tensor(outcome_rewards(task, b.completions, [mine[i // args.k] for i in range(len(b))]),
                            device=DEVICE)
     R = prm_lib.trajectory_reward(prm_rewards(prm, b, args), b.completion_mask, args.reduce)
@@ -657,6 +774,36 @@ def prm_auc(policy, prm, tok, task, examples, args) -> float:
 
 
 # ----------------------------------------------------------------------------- models and checkpoints
+
+def prepare(model, args):
+    """A loaded model made ready for the loop: in eval mode (no dropout anywhere), its decoder layers
+    checkpointed (--grad-checkpoint), sharded over the ranks (--fsdp) or moved to the device, and its
+    forward under bfloat16 autocast (--bf16)."""
+    model.eval()
+    if args.grad_checkpoint:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        for layer in decoder_layers(model):
+            layer.register_forward_pre_hook(checkpoint_when_training)
+    model = shard(model) if sharded(args) else model.to(DEVICE)
+    if args.bf16:
+        # The one place: token_logprobs, the PRM and generate all call forward. No cache of bf16 weight
+        # copies: under FSDP it would keep one of every gathered layer until the forward ends.
+        model.forward = torch.autocast(DEVICE.type, dtype=torch.bfloat16, cache_enabled=False)(model.forward)
+    return model
+
+
+def checkpoint_when_training(layer, _):
+    """Before each call of a decoder layer: checkpoint it when a backward pass will follow.
+
+    transformers (modeling_layers.GradientCheckpointingLayer) checkpoints a layer's forward when the
+    layer's own `gradient_checkpointing and training` hold, and then also drops the KV cache, which
+    generation needs. The models here stay in eval() (no dropout); this sets `training` on the layer
+    alone, not on its children (Qwen2's and Llama's attention dropout reads the attention module's
+    flag, and their layers read theirs for nothing else), and only under grad: never while scoring
+    or generating.
+    """
+    layer.training = torch.is_grad_enabled()
+
 
 def load_task(args: Args):
     """The task, with expert trajectories attached; refuses a task the loop cannot train on, and a
@@ -683,9 +830,9 @@ def load_task(args: Args):
 
 
 RESUMABLE = ("out", "cache", "resume", "iterations", "save_every", "keep", "max_bad_steps", "log_samples",
-             "micro_batch", "skip_bad")
-"""The flags a resumed run may change: where it writes, how long it runs, what it logs, the size of its
-forward passes. Every other flag changes the maths."""
+             "micro_batch", "micro_batch_tokens", "fsdp", "grad_checkpoint", "skip_bad")
+"""The flags a resumed run may change: where it writes, how long it runs, what it logs, how its forward
+passes are cut, sharded and checkpointed. Every other flag changes the maths."""
 
 
 def check_resume(saved: dict, args: Args):
@@ -728,7 +875,7 @@ def warm_start(args: Args, task) -> str:
     bar = tqdm(range(args.bc_steps), desc="warm start (behaviour cloning)", disable=RANK != 0)
     for step in bar:
         examples = rng.choices(task.train, k=args.bc_batch)[RANK::WORLD]
-        stats = bc_step(policy, opt, expert_batch(tok, task, examples).to(DEVICE), grad_clip=1.0)
+        stats = bc_step(policy, opt, expert_batch(tok, task, examples).to(DEVICE), args, grad_clip=1.0)
         sched.step()
         bar.set_postfix(nll=f"{stats['bc/nll']:.3f}")
     if RANK == 0:
@@ -738,13 +885,15 @@ def warm_start(args: Args, task) -> str:
     return path
 
 
-def save_atomic(path: str, models: dict, tok, state: dict | None, extra: dict | None = None):
-    """Write models (save_pretrained), tokenizer, loop state and extra tensors to a temp folder, then rename."""
+def save_atomic(path: str, models: dict, tok, state: dict | None, extra: dict | None = None,
+                weights: dict | None = None):
+    """Write models (save_pretrained; `weights`: their full state dicts, which a sharded model does not
+    hold itself), tokenizer, loop state and extra tensors to a temp folder, then rename."""
     tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for name, model in models.items():
         target = tmp if len(models) == 1 and state is None else os.path.join(tmp, name)
-        model.save_pretrained(target)
+        model.save_pretrained(target, state_dict=(weights or {}).get(name))
         tok.save_pretrained(target)
     if state is not None:
         torch.save(state, os.path.join(tmp, "state.pt"))
@@ -763,19 +912,40 @@ def checkpoints(out: str) -> list:
     return sorted(os.path.join(out, n) for n in names)
 
 
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+"""Whole tensors, gathered from the FSDP shards (a collective: every rank calls) into rank 0's CPU memory."""
+
+
+def optimizer_state(model, opt) -> dict | None:
+    """An optimiser's full state, keyed by parameter name, so that it loads sharded or not; None before the
+    first step (torch would take a step of learning rate 0 to make one, which changes the next step)."""
+    return get_optimizer_state_dict(model, opt, options=FULL) if opt is not None and opt.state else None
+
+
+def load_optimizer(model, opt, saved: dict):
+    """Load what `optimizer_state` wrote, or a plain `opt.state_dict()` keyed by position (the warm start's),
+    into `opt`; every rank keeps its shard."""
+    if saved["param_groups"][0]["params"] and isinstance(saved["param_groups"][0]["params"][0], int):
+        names = [name for name, _ in model.named_parameters()]                 # the order opt was built in
+        saved = {"state": {names[i]: s for i, s in saved["state"].items()},
+                 "param_groups": [g | {"params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
+    set_optimizer_state_dict(model, opt, saved, options=StateDictOptions(full_state_dict=True))
+
+
 def save_checkpoint(args, it, policy, prm, opt, prm_opt, tok, accuracy_start, critic=None, critic_opt=None):
-    """Rank 0 writes ckpt-<it>: models via save_pretrained (policy, PRM, PPO's critic), optimisers and
-    loop state in state.pt.
+    """Write ckpt-<it>: models via save_pretrained (policy, PRM, PPO's critic), optimisers and loop
+    state in state.pt. Every rank calls it (FSDP gathers full weights and optimiser states); rank 0
+    writes, so a checkpoint loads with or without --fsdp, on any number of processes.
 
     Nothing else is needed to resume exactly: sampling seeds and prompt order are functions of the
     iteration (see `sampling_seed`, `iteration_prompts`), not of a running random state.
     """
+    models = {name: m for name, m in (("policy", policy), ("prm", prm), ("critic", critic)) if m is not None}
+    weights = {name: get_model_state_dict(m, options=FULL) for name, m in models.items()}
+    state = {"iteration": it, "opt": optimizer_state(policy, opt), "prm_opt": optimizer_state(prm, prm_opt),
+             "critic_opt": optimizer_state(critic, critic_opt), "accuracy_start": accuracy_start, "args": asdict(args)}
     if RANK == 0:
-        models = {name: m for name, m in (("policy", policy), ("prm", prm), ("critic", critic)) if m is not None}
-        state = {"iteration": it, "opt": opt.state_dict(), "prm_opt": prm_opt.state_dict() if prm_opt else None,
-                 "critic_opt": critic_opt.state_dict() if critic_opt else None,
-                 "accuracy_start": accuracy_start, "args": asdict(args)}
-        save_atomic(os.path.join(args.out, f"ckpt-{it:06d}"), models, tok, state)
+        save_atomic(os.path.join(args.out, f"ckpt-{it:06d}"), models, tok, state, weights=weights)
         for old in checkpoints(args.out)[:-args.keep]:
             shutil.rmtree(old)
     if WORLD > 1:
@@ -805,6 +975,8 @@ def install_sigterm_handler() -> threading.Event:
 
 def main(args: Args):
     if WORLD > 1 and not dist.is_initialized():
+        if DEVICE.type == "cuda":
+            torch.cuda.set_device(DEVICE)                                       # NCCL and FSDP use the current device
         dist.init_process_group("nccl" if DEVICE.type == "cuda" else "gloo")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -821,33 +993,32 @@ def main(args: Args):
     check_prm_tokenizer(args, tok)
     if args.max_prompt_tokens:
         tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
-    policy = AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path).to(DEVICE).eval()
+    policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
     if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
-        prm = prm_lib.load_prm(prm_path).to(DEVICE).eval()
+        prm = prepare(prm_lib.load_prm(prm_path), args)
     elif args.method == "prime":                                                # implicit PRM: a causal LM
-        prm = AutoModelForCausalLM.from_pretrained(prm_path).to(DEVICE).eval()
+        prm = prepare(AutoModelForCausalLM.from_pretrained(prm_path), args)
     else:
         prm = None
     uses_prm = prm is not None
     ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
-    ref = (AutoModelForCausalLM.from_pretrained(ref_path).to(DEVICE).eval()     # frozen: KL anchor, PRIME's pi_ref
+    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's pi_ref
            if args.kl_coef > 0 or args.method == "prime" else None)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
     prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if uses_prm else None
-    critic = (prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path).to(DEVICE).eval()
+    critic = (prepare(prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path), args)
               if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
     critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
                   if critic is not None else None)
     policy_ref = ref if args.kl_coef > 0 else None
     if ckpt:
-        opt.load_state_dict(state["opt"])
-        if prm_opt:
-            prm_opt.load_state_dict(state["prm_opt"])
-        if critic_opt:
-            critic_opt.load_state_dict(state["critic_opt"])
+        for model, optimizer, key in ((policy, opt, "opt"), (prm, prm_opt, "prm_opt"),
+                                      (critic, critic_opt, "critic_opt")):
+            if optimizer is not None and state[key] is not None:               # None: saved before its first step
+                load_optimizer(model, optimizer, state[key])
     elif args.keep_warm_optimizer and os.path.exists(os.path.join(policy_path, "optimizer.pt")):
-        opt.load_state_dict(torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
+        load_optimizer(policy, opt, torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
         for group in opt.param_groups:                                          # the warm start's moments, our lr
             group["lr"] = args.lr
     start = state.get("iteration", 0)
@@ -875,7 +1046,7 @@ def main(args: Args):
 
         if args.method == "bc":
             # 2-4) behaviour cloning on the expert trajectories of the same prompts
-            stats |= bc_step(policy, opt, experts, args.grad_clip)
+            stats |= bc_step(policy, opt, experts, args, args.grad_clip)
             t_prm = t_score = 0.0
         else:
             # 2) reward-model update (Eqn 5 for rePIRL)
@@ -911,10 +1082,11 @@ def main(args: Args):
                              f"the last checkpoint in {args.out} is intact: lower --lr/--prm-lr and --resume")
         bar.set_postfix(acc=f"{stats['rollout/accuracy']:.2f}")
 
-        # 6) checkpoint
-        if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop.is_set():
+        # 6) checkpoint (every rank takes part: a SIGTERM seen by any rank stops them all after this iteration)
+        stopping = all_sum(torch.tensor(float(stop.is_set()), device=DEVICE)).item() > 0
+        if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stopping:
             save_checkpoint(args, it + 1, policy, prm, opt, prm_opt, tok, acc_start, critic, critic_opt)
-        if stop.is_set():
+        if stopping:
             print0(f"SIGTERM: saved iteration {it + 1}; continue with --resume")
             raise SystemExit(143)
 

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import prm as prm_lib
+import rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = ["--bc-steps", "3", "--iterations", "2", "--prompts", "4", "--k", "2", "--n-test", "8",
@@ -135,3 +136,98 @@ def test_bad_flags_name_the_flag(tmp_path, cache, flags, message):
            "--cache", str(cache), *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------ memory: micro-batches, checkpointing, bf16
+
+def ragged_batch(tok):
+    """Rows of very different lengths, as rollouts are: prompts left-padded, completions right-padded."""
+    prompts = ["What is 1+2?\n", "Hi\n", "What is 12+30-7?\n", "x\n", "What is 3+4?\n"]
+    answers = ["1+2=3. Answer: 3", "ok", "12+30=42. 42-7=35. Answer: 35", "y", "7"]
+    return rollout.encode(tok, prompts, answers)
+
+
+def test_token_budget_micro_batches_cover_every_row_once_within_budget(tiny_path):
+    import train
+    batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
+    args = train.Args(micro_batch_tokens=80, micro_batch=3)
+    parts = train.micro_batches(batch, args)
+    assert sorted(torch.cat([rows for rows, _, _ in parts]).tolist()) == list(range(len(batch)))
+    assert len(parts) > 1
+    for rows, cols, part in parts:
+        n, t = part.ids.shape
+        assert n <= 3 and (n * t <= 80 or n == 1)                            # a longer row goes alone
+        assert torch.equal(part.ids, batch.ids[rows, cols])
+        assert torch.equal(part.attention_mask, batch.attention_mask[rows, cols])
+        assert part.attention_mask[:, 0].any() and part.attention_mask[:, -1].any()   # all-pad columns trimmed
+    lengths = [batch.attention_mask[rows].sum(1) for rows, _, _ in parts]   # real tokens of each row
+    assert all(a.max() <= b.min() for a, b in zip(lengths, lengths[1:]))    # sorted by length: short rows together
+
+
+def test_token_budget_micro_batches_give_the_whole_batch_logprobs(tiny_path):
+    import train
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    batch = ragged_batch(tok)
+    whole = rollout.token_logprobs(model, batch.ids, batch.attention_mask)   # (N, T) one pass
+    parts = train.sequence_logprobs(model, batch, train.Args(micro_batch_tokens=60, temperature=1.0))  # (N, T)
+    m = batch.completion_mask
+    torch.testing.assert_close(parts[m], whole[m], atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_micro_batches_halve_until_every_rank_has_the_same_count(tiny_path, monkeypatch):
+    """FSDP: a rank needing fewer micro-batches than another splits its largest until the counts match."""
+    import train
+    batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
+    args = train.Args(micro_batch_tokens=10_000)
+    assert len(train.micro_batches(batch, args)) == 1
+    monkeypatch.setattr(train, "sharded", lambda args: True)
+    monkeypatch.setattr(train, "all_max", lambda n: 4)                       # another rank needs 4
+    parts = train.micro_batches(batch, args)
+    assert len(parts) == 4 and all(len(rows) for rows, _, _ in parts)
+    assert sorted(torch.cat([rows for rows, _, _ in parts]).tolist()) == list(range(len(batch)))
+
+
+def test_grad_checkpoint_recomputes_layers_with_the_same_gradients_and_no_dropout(tiny_path):
+    """--grad-checkpoint: a layer's forward runs again in the backward pass, the gradients are those of the
+    plain model, and attention dropout (set high here) stays off; generation keeps its KV cache."""
+    import train
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    batch = ragged_batch(tok)
+    grads, calls, greedy = [], [], []
+    for checkpointed in (False, True):
+        model = train.prepare(AutoModelForCausalLM.from_pretrained(tiny_path, attention_dropout=0.5),
+                              train.Args(grad_checkpoint=checkpointed))
+        runs = []
+        model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: runs.append(1))  # a recompute stops early
+        logp = rollout.token_logprobs(model, batch.ids, batch.attention_mask)
+        (-(logp * batch.completion_mask).sum()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        calls.append(len(runs))
+        greedy.append(rollout.generate(model, tok, ["What is 1+2?\n"], 1, 10, 0.0).ids)
+    assert calls == [1, 2]                                                   # recomputed once in the backward
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert torch.equal(greedy[0], greedy[1])
+
+
+def test_bf16_autocasts_forward_passes_and_keeps_float32_weights_and_logprobs(tiny_path):
+    import train
+    batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
+    plain = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    bf16 = train.prepare(AutoModelForCausalLM.from_pretrained(tiny_path), train.Args(bf16=True))
+    assert bf16(input_ids=batch.ids[:1]).logits.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    logp = rollout.token_logprobs(bf16, batch.ids, batch.attention_mask)
+    ref = rollout.token_logprobs(plain, batch.ids, batch.attention_mask)
+    assert logp.dtype == torch.float32 and not torch.equal(logp, ref)
+    m = batch.completion_mask
+    torch.testing.assert_close(logp[m], ref[m], atol=0.1, rtol=0.05)         # bfloat16 rounding, nothing more
+
+
+def test_memory_flags_run_end_to_end(tmp_path, cache):
+    """--bf16, --grad-checkpoint and a token budget of a few rows, through every phase of the loop."""
+    out, _ = run(tmp_path, cache, "--bf16", "true", "--grad-checkpoint", "true", "--micro-batch-tokens", "64")
+    warm, ckpt = warm_start(cache), out / "ckpt-000002"
+    assert not torch.equal(params(AutoModelForCausalLM.from_pretrained(warm)),
+                           params(AutoModelForCausalLM.from_pretrained(ckpt / "policy")))
+    assert not torch.equal(params(prm_lib.load_prm(str(warm))), params(prm_lib.load_prm(str(ckpt / "prm"))))
