@@ -203,3 +203,20 @@ def test_same_seed_same_command_same_metrics(tiny_run, tmp_path):
     again, _ = run(tmp_path, tmp_path / "cache")
     assert len(metrics(tiny_run)) == 3 and metrics(again) == metrics(tiny_run)
     assert (again / "samples.jsonl").read_text() == (tiny_run / "samples.jsonl").read_text()
+
+
+# ----------------------------------------------------------------------------- safe loading
+
+def test_loading_never_unpickles_code_nor_trusts_remote_code():
+    """Every torch.load is weights_only; no trust_remote_code; no eval/exec of text (the sandbox runs
+    model-written programs in a separate, locked-down process)."""
+    sources = [os.path.join(d, f) for d in (ROOT, os.path.join(ROOT, "scripts"), os.path.join(ROOT, "benchmarks"))
+               for f in sorted(os.listdir(d)) if f.endswith(".py")]
+    found = []
+    for path in sources:
+        for n, line in enumerate(open(path), 1):
+            code = line.split("#")[0]
+            if ("torch.load(" in code and "weights_only=True" not in code) or "trust_remote_code" in code \
+                    or re.search(r"(?<![\w.])(eval|exec)\(\s*[^)\s]", code):
+                found.append(f"{os.path.basename(path)}:{n}: {line.strip()}")
+    assert len(sources) > 10 and not found, found
