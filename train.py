@@ -663,7 +663,10 @@ def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
 
 
 def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
-    """4) PPO-clip steps on the rollouts: `ppo_epochs` passes of `minibatches` optimizer steps."""
+    """4) PPO-clip steps on the rollouts: `ppo_epochs` passes of `minibatches` optimizer steps.
+
+    `logp_old` None (see `needs_old_logprobs`): one step on the sampling policy itself, whose
+    log-probs are the update's own forward pass, detached (ratio exactly 1), as TRL's GRPO does."""
     stats = []
     logp_ref = sequence_logprobs(ref, rolls, args) if ref is not None else None
     for mb in ppo_minibatches(len(rolls), args):
@@ -672,7 +675,8 @@ def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
         for rows, cols, part in micro_batches(rolls, args, mb):
             logp, ent = rollout.token_logprobs(policy, part.ids, part.attention_mask,
                                                args.temperature, with_entropy=True)          # (n, t), (n, t)
-            loss, s = rloo.policy_loss(logp, logp_old[rows, cols], adv[rows, cols], part.completion_mask, ent,
+            old = logp.detach() if logp_old is None else logp_old[rows, cols]     # (n, t)
+            loss, s = rloo.policy_loss(logp, old, adv[rows, cols], part.completion_mask, ent,
                                        args.clip, args.ent_coef if args.entropy == "bonus" else 0.0,
                                        None if ref is None else logp_ref[rows, cols],
                                        args.kl_coef, n_tokens)
@@ -680,6 +684,14 @@ def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
             stats.append(s)
         grad_norm = apply_gradients(policy, opt, args.grad_clip)
     return merge_stats(stats, "policy/loss") | {"policy/grad_norm": grad_norm}
+
+
+def needs_old_logprobs(args) -> bool:
+    """Whether anything reads log pi_old(a_t | s_t) before the policy's update: Eqn 5's importance
+    weights, AIRL's reward, the entropy in the return, GAE's rewards, a reference-free PPO step after
+    the first. If not, the loop skips that forward pass (9% of an outcome-RLOO iteration)."""
+    return (args.method in ("repirl", "prm-only", "airl") or args.entropy == "return" or args.estimator == "ppo"
+            or args.ppo_epochs * args.minibatches > 1)
 
 
 def ppo_minibatches(n: int, args) -> list:
@@ -1038,7 +1050,7 @@ def main(args: Args):
         t0 = time.time()
         # 1) rollout: k samples per prompt, outcome reward, log pi_theta(tau) at the sampling temperature
         rolls, r_o, examples = sample_groups(policy, tok, task, it, args)
-        logp_old = sequence_logprobs(policy, rolls, args)                       # (N, T)
+        logp_old = sequence_logprobs(policy, rolls, args) if needs_old_logprobs(args) else None  # (N, T)
         t_rollout = time.time() - t0
         experts = expert_batch(tok, task, examples).to(DEVICE) if needs_experts(args) else None
         stats = {"rollout/accuracy": all_sum(r_o.mean()).item() / WORLD,
@@ -1056,7 +1068,8 @@ def main(args: Args):
                                              tok=tok, task=task, examples=examples, it=it)
             # 3) score rollouts with the updated reward model: token rewards (N, T)
             t2 = time.time()
-            r_phi = process_rewards(prm, ref, rolls, logp_old, args, tok) if uses_prm else torch.zeros_like(logp_old)
+            r_phi = (process_rewards(prm, ref, rolls, logp_old, args, tok) if uses_prm
+                     else torch.zeros(rolls.ids.shape, device=DEVICE))           # (N, T)
             t_prm, t_score = t2 - t1, time.time() - t2
             # 4) policy update (RLOO; --estimator ppo: GAE on the critic, which takes its own steps first)
             outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o

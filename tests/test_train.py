@@ -175,6 +175,28 @@ def test_token_budget_micro_batches_give_the_whole_batch_logprobs(tiny_path):
     torch.testing.assert_close(parts[m], whole[m], atol=1e-5, rtol=1e-5)
 
 
+def test_single_on_policy_step_without_the_old_logprob_pass_takes_the_same_step(tiny_path):
+    """needs_old_logprobs False: the update's own detached log-probs stand in for log pi_old, and the
+    step equals the one taken with a separate no-grad pass."""
+    import train
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    batch = ragged_batch(tok)
+    args = train.Args(method="rloo", micro_batch_tokens=60, ent_coef=0.01)
+    assert not train.needs_old_logprobs(args)
+    assert train.needs_old_logprobs(train.Args(method="repirl")) and train.needs_old_logprobs(train.Args(method="rloo", ppo_epochs=2))
+    adv = torch.randn(batch.ids.shape) * batch.completion_mask                # (N, T)
+    params = []
+    for separate in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        logp_old = train.sequence_logprobs(model, batch, args) if separate else None
+        train.policy_update(model, opt, batch, logp_old, adv, None, args)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(params[0], params[1], atol=1e-6, rtol=0)
+    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in
+                                                 AutoModelForCausalLM.from_pretrained(tiny_path).parameters()]))
+
+
 def test_sharded_micro_batches_halve_until_every_rank_has_the_same_count(tiny_path, monkeypatch):
     """FSDP: a rank needing fewer micro-batches than another splits its largest until the counts match."""
     import train
