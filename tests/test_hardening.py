@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import tasks
 import tiny
@@ -220,3 +221,27 @@ def test_loading_never_unpickles_code_nor_trusts_remote_code():
                     or re.search(r"(?<![\w.])(eval|exec)\(\s*[^)\s]", code):
                 found.append(f"{os.path.basename(path)}:{n}: {line.strip()}")
     assert len(sources) > 10 and not found, found
+
+
+# ----------------------------------------------------------------------------- numerics at the extremes
+
+def test_losses_stay_finite_at_extreme_rewards_log_probs_and_identical_rollouts():
+    import irl
+    import rloo
+    R_E = torch.tensor([1e4, -1e4, 3.0], requires_grad=True)                   # expert R_phi
+    R = torch.tensor([1e4, -1e4, 0.0, 2.0], requires_grad=True)                # policy R_phi
+    logp_tau = torch.tensor([-5000.0, -1.0, -5000.0, -3.0])
+    for is_policy in (torch.tensor([True, True, False, True]), torch.zeros(4, dtype=torch.bool)):  # none: all correct
+        loss, stats = irl.repirl_loss(R_E, R, logp_tau, is_policy)
+        g_E, g = torch.autograd.grad(loss, [R_E, R])
+        assert torch.isfinite(loss) and torch.isfinite(g_E).all() and torch.isfinite(g).all(), stats
+    k, T = 4, 5
+    mask = torch.ones(2 * k, T, dtype=torch.bool)
+    logp = torch.full((2 * k, T), -0.7, requires_grad=True)                    # k identical rollouts, twice
+    for estimator in ("rloo", "grpo", "reinforce"):
+        adv, _ = rloo.advantages(torch.ones(2 * k), torch.full((2 * k, T), 1e4), mask, k, 0.1, estimator)
+        loss, _ = rloo.policy_loss(logp, logp.detach(), adv, mask, torch.ones(2 * k, T), 0.2, 0.01)
+        assert torch.isfinite(adv).all() and torch.isfinite(loss), estimator
+        if estimator != "reinforce":                                            # equal outcomes: nothing to prefer
+            outcome_only, _ = rloo.advantages(torch.ones(2 * k), torch.zeros(2 * k, T), mask, k, 0.0, estimator)
+            assert outcome_only.abs().max() == 0, estimator
