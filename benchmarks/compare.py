@@ -74,14 +74,17 @@ def main():
         args.seeds, args.iterations = 1, 20
     results = {METHODS[key][0]: [run(*METHODS[key], s, args) for s in range(args.seeds)]
                for key in args.methods.split(",")}                             # in the order given
-    lines = ["| method | held-out accuracy (mean +- sd) | PRM AUC | wall s / run |", "|---|---|---|---|"]
+    lines = ["| method | held-out accuracy (mean +- sd) | change from the warm start (mean +- sd) | PRM AUC | "
+             "wall s / run |", "|---|---|---|---|---|"]
     for name, rs in results.items():
         acc = [r["eval/accuracy_end"] for r in rs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        gain = [r["eval/accuracy_end"] - r["eval/accuracy_start"] for r in rs]   # seeds' warm starts differ
+        sd, gain_sd = (statistics.stdev(acc), statistics.stdev(gain)) if len(acc) > 1 else (0.0, 0.0)
         auc = [r["eval/prm_auc"] for r in rs if r["eval/prm_auc"] == r["eval/prm_auc"]]   # nan: no PRM
         auc_text = f"{statistics.mean(auc):.3f}" if auc else "-"
         wall = statistics.mean(r["wall_s"] for r in rs)
-        lines.append(f"| {name} | {statistics.mean(acc):.3f} +- {sd:.3f} | {auc_text} | {wall:.0f} |")
+        lines.append(f"| {name} | {statistics.mean(acc):.3f} +- {sd:.3f} | {statistics.mean(gain):+.3f} +- {gain_sd:.3f} "
+                     f"| {auc_text} | {wall:.0f} |")
     start = statistics.mean(r["eval/accuracy_start"] for rs in results.values() for r in rs)
     table = "\n".join(lines + [f"\nwarm start: {start:.3f}; {args.seeds} seed(s), {args.iterations} iterations; "
                                f"extra flags: {args.extra or 'none'}"])
