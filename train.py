@@ -409,14 +409,14 @@ def micro_batches(batch, args, rows=None) -> list:
     first = real.long().argmax(1).tolist()                                      # (n,) first real column of each row
     last = (real.shape[1] - 1 - real.flip(1).long().argmax(1)).tolist()         # (n,) last real column
 
-    def cost(group):                                                            # tokens once trimmed
-        return len(group) * (max(last[i] for i in group) - min(first[i] for i in group) + 1)
-
-    groups = []
+    groups, lo, hi = [], 0, 0                                                   # lo, hi: the open group's columns
     for i in sorted(range(len(first)), key=lambda i: last[i] - first[i]):      # shortest first
-        if not groups or len(groups[-1]) == args.micro_batch or cost(groups[-1] + [i]) > args.micro_batch_tokens:
+        width = max(hi, last[i]) - min(lo, first[i]) + 1                       # once trimmed, with row i
+        if not groups or len(groups[-1]) == args.micro_batch or (len(groups[-1]) + 1) * width > args.micro_batch_tokens:
             groups.append([])
+            lo, hi = first[i], last[i]
         groups[-1].append(i)
+        lo, hi = min(lo, first[i]), max(hi, last[i])
     if sharded(args):
         for _ in range(all_max(len(groups)) - len(groups)):
             largest = max(groups, key=len)
