@@ -112,14 +112,10 @@ def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max
     """`generate` from token ids: continue any state s_t = [x, y_0..y_{t-1}] exactly as it was sampled
     (Math-Shepherd's completions start from a prompt and part of a rollout; text would re-tokenise)."""
     device = next(model.parameters()).device
-    P = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), P), tokenizer.pad_token_id, dtype=torch.long)  # (G, P) left-padded
-    mask = torch.zeros(len(prompt_ids), P, dtype=torch.long)                     # (G, P)
-    for i, p in enumerate(prompt_ids):
-        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, P - len(p):] = 1
-    input_ids = ids.repeat_interleave(k, 0).to(device)                           # (N, P), N = G * k
-    prompt_mask = mask.repeat_interleave(k, 0).to(device)                        # (N, P)
+    prompts = pack(prompt_ids, [[] for _ in prompt_ids], tokenizer.pad_token_id)  # (G, P) left-padded, no completion
+    P = prompts.ids.shape[1]
+    input_ids = prompts.ids.repeat_interleave(k, 0).to(device)                   # (N, P), N = G * k
+    prompt_mask = prompts.attention_mask.repeat_interleave(k, 0).to(device)     # (N, P)
     config = GenerationConfig(
         do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -134,7 +130,7 @@ def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max
         ids=out,
         attention_mask=torch.cat([prompt_mask, completion_mask.long()], 1),     # (N, T)
         completion_mask=torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), completion_mask], 1),  # (N, T)
-        group=torch.arange(len(ids)).repeat_interleave(k).to(device),            # (N,)
+        group=torch.arange(len(prompt_ids)).repeat_interleave(k).to(device),     # (N,)
         completions=texts,
     )
 
