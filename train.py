@@ -55,6 +55,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -305,6 +306,10 @@ def shard(model):
     FSDP averages gradients over ranks; this code's losses are normalised by whole-batch counts and want
     their SUM (as `apply_gradients` takes it without FSDP), so every unit's reduce-scatter sums.
     """
+    # FSDP2 warns when a unit returns a view (every Linear on (B, T, d) input does): an in-place op on it would
+    # skip the all-gather. Nothing here writes model outputs in place, and the 2-process tests check FSDP's
+    # steps against one process's, so the warning is noise
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for layer in decoder_layers(model):
         fully_shard(layer)
     fully_shard(model)
@@ -1113,6 +1118,7 @@ def main(args: Args):
     print0(f"| {'warm start':<28} | {acc_start:7.3f} |\n| {args.method + ' (trained)':<28} | {acc_end:7.3f} |")
     print0(f"| {'PRM AUC (correct vs wrong)':<28} | {auc:7.3f} |")
     if WORLD > 1:
+        dist.barrier()                      # no rank tears its sockets down while another is still writing or talking
         dist.destroy_process_group()
     return summary
 

@@ -18,7 +18,9 @@ import prm as prm_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--bc-steps", "3", "--prompts", "4", "--k", "2", "--n-test", "8", "--max-new-tokens", "12",
          "--gen-chunk", "2", "--lr", "1e-3", "--prm-lr", "1e-3"]
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+# PYTHONFAULTHANDLER: a rank that aborts (SIGABRT, SIGSEGV) prints every thread's Python stack into stderr,
+# which the failing assertion shows
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONFAULTHANDLER": "1"}
 
 
 def free_port() -> int:
@@ -36,7 +38,7 @@ def train(tmp_path, out, *extra, nproc=1, wait=True):
     if not wait:
         return proc
     stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 0, stderr[-10000:]            # the rank's error sits above torchrun's report
     return stdout
 
 
