@@ -4,37 +4,63 @@
 
 Three steps, each a public function, read top to bottom in this file:
 
-1. `extract_answer(text)` finds the final answer of a model completion or a gold solution:
-   the LAST `\\boxed{...}` / `\\fbox{...}` whose braces nest correctly (or `\\boxed 5` without
-   braces); else the last GSM8K `#### N`; else the last "Answer: ..." / "answer is ..." line;
-   else the last number in the text; else None.
-2. `normalize(ans)` rewrites an answer into a canonical string: no `$`, `\\left`/`\\right`,
-   spacing commands, `\\text{}` wrappers, degrees, percent signs, units after a number,
-   leading "x =" or "x \\in", trailing "."; `\\dfrac`/`\\tfrac` -> `\\frac`; `\\frac12` -> `\\frac{1}{2}`;
-   "1,000" -> "1000"; whitespace removed except one space between two letters.
+1. `extract_answer(text)` finds the final answer of a model completion or a gold solution, by
+   the first rule that finds one:
+   a. the LAST `\\boxed{...}` / `\\fbox{...}` whose braces nest correctly (or `\\boxed 5`), joined
+      with the boxes just before it when only separators stand between them (spaces, `$`, `,;.`,
+      brackets, `\\quad`, "and", "or", `\\text{ and }`): `\\boxed{-2} and \\boxed{1}` is "-2, 1";
+      the same box twice in a row counts once;
+   b. the last GSM8K `#### N`;
+   c. the last "Answer: ..." / "answer is ..." phrase, to the end of its sentence, read as in d:
+      "The final answer is $(0, 1)$. I hope it is correct." -> "$(0, 1)$"; "Answer: the largest
+      $n$ is 34." -> "34";
+   d. the text itself when it holds no words nor box (a bare answer such as `$[0,1)$` or
+      `\\frac{10}{9}`), else its last math (`$...$` on one line, `$$...$$`, `\\(...\\)`,
+      `\\[...\\]`) or number (`-1,234.5`, `.4`, `2/3`, `1\\,000`), whichever ends later; else None.
+2. `normalize(ans)` rewrites an answer into a canonical string. Text-level: no `$`,
+   `\\left`/`\\right`, spacing commands, `\\text{}`-like wrappers (a trailing one after a number
+   is a unit and goes: `125\\textnormal{ miles}` -> "125"), degrees, percent signs and words
+   ("28 percent", "28 pct"); `\\dfrac`/`\\tfrac`/`\\cfrac` -> `\\frac`; `\\frac12` -> `\\frac{1}{2}`;
+   doubled escapes `\\\\frac` -> `\\frac` (outside matrices); `\\geq` -> ">=" and the like;
+   `bmatrix`/`array` -> `pmatrix`; thousands separators ("1,000", `14{,}916`, `1,\\!000`,
+   `1\\,000`) removed; "and" / "or" between answers -> ","; an outer `{...}` group removed;
+   whitespace removed except one space between two letters. Then each element (of a tuple, set,
+   list or matrix, or the whole answer) is reduced to its value, repeatedly:
+     "x \\in S" -> S;  "-2 <= x <= 7" -> "[-2,7]";  a chain with a name in it, "x = 5+5+1 = 7 = 11",
+     "(p,q)=(3,2)", "x = 1/3 \\approx 0.33" -> its last side not after `\\approx` ("11", "(3,2)",
+     "1/3"); a number's unit word ("12 cm^2" -> "12"); a ratio of numbers "7:32" -> "7/32";
+     "(x)" and "[x]" -> "x".
 3. `is_equiv(pred, gold)` decides sameness, cheapest test first: equal normalized strings;
-   equal exact numbers; tuples/intervals/lists element by element; then sympy.
+   structure (sets, tuples, intervals, lists, matrices) element by element; for one element:
+   equal strings, equal exact numbers, then sympy (a - b == 0; for relations, lhs - rhs of one
+   side a constant multiple of the other's: positive for inequalities).
 
 The rules, including the ones graders disagree on:
-- Numbers compare exactly, as fractions: "0.5" == "1/2" == "\\frac{2}{4}", "0.33" != "1/3".
-- Percent: the sign is dropped, so "50\\%" == "50" and "50\\%" != "0.5".
-- Thousands separators: "1,234" is 1234 only when the whole answer is such a number; inside
-  brackets and in "1,2" the comma separates elements, so "12" != "1,2".
-- "(1, 2)" and "[1, 2)" are compared element-wise and the brackets must match:
-  "(1,2)" != "[1,2]". A bare list "1, 2" is a set of solutions: any order, "1,2" == "2,1".
+- Numbers compare exactly, as fractions: "0.5" == "1/2" == "\\frac{2}{4}", "0.33" != "1/3";
+  decimals inside sympy expressions are exact too. Scientific notation is a number: "1e3" ==
+  "1.0 \\times 10^{3}" == "1000" (exponents up to 1000).
+- Percent: the sign or word is dropped, so "50\\%" == "50" and "50\\%" != "0.5".
+- Thousands separators: "1,234" is 1234 only when the whole answer is such a number (no space
+  after the commas); inside brackets and in "1,2" or "32, 349" the comma separates elements.
+- Sequences: "(1, 2)" and "[1, 2)" are compared element-wise and the brackets must match:
+  "(1,2)" != "[1,2]" and "(1,2)" != "1,2". A bare list "1, 2" (also "1; 2", "1 and 2") is a set
+  of solutions, and so is a set `\\{1, 2\\}`: any order. Against a set, a tuple or list may come in
+  any order too: `\\{1,2\\}` == "(2,1)" == "2, 1".
+- Relations: "x >= 5" == "5 \\leq x" == "-x <= -5"; "x^2/4 + y^2/3 = 1" == "3x^2 + 4y^2 = 12".
+  An equation is not its right-hand side unless its left is a name: "7 = 11a+c" != "11a+c".
 - Letters are single-letter symbols and juxtaposition multiplies ("2ab" == "2ba"); `i` is the
   imaginary unit, `e` is Euler's number. A run of more than 3 letters that is not a known
-  function (sqrt, sin, cos, tan, log, ln, exp, pi) is a word, not algebra: only the string
-  comparison can match it.
+  function (sqrt, sin, cos, tan, sec, csc, cot, log, ln, exp, pi) is a word, not algebra: only
+  the string comparison can match it.
 
 Safety. sympy's `parse_expr` runs Python `eval` on its input, so no answer reaches it
 unchecked: after a small LaTeX-to-Python rewrite (\\frac, \\sqrt, \\pi, \\cdot, braces) the
 string may hold only digits, whitespace, `+ - * / ^ ( ) .` (a dot only as a decimal point) and
-the letter runs above; no underscore, quote, bracket, comma, backslash or attribute access
-survives, and anything longer than 300 characters is refused. This file never calls
-`eval`/`exec` itself.
+the letter runs above; no underscore, quote, bracket, comma, backslash, relation sign or
+attribute access survives (relations are split into their sides first), and anything longer
+than 300 characters is refused. This file never calls `eval`/`exec` itself.
 
-Time limit. The sympy comparison (parsing included: `9^9^9^9` hangs already while parsing)
+Time limit. Each sympy comparison (parsing included: `9^9^9^9` hangs already while parsing)
 runs in a child process made with `os.fork()`, killed when `timeout` seconds have passed;
 a timeout counts as "not equal". A process, unlike a thread, can always be stopped; unlike
 SIGALRM it works from any thread; unlike `multiprocessing` it also works inside daemonic
@@ -53,6 +79,7 @@ import re
 import select
 import signal
 import string
+from typing import NamedTuple
 
 # ----------------------------------------------------------------------------------------------
 # 1) extraction
@@ -60,25 +87,43 @@ import string
 
 def extract_answer(text: str) -> str | None:
     """The final answer in `text`, by the first rule that finds one (module docstring, step 1)."""
-    for find in (_last_boxed, _last_gsm8k, _last_answer_line, _last_number):
+    for find in (_boxed_answer, _last_gsm8k, _answer_phrase, _from_prose):
         answer = find(text)
         if answer:
             return answer
     return None
 
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BOXED = re.compile(r"\\+(?:boxed|fbox)(?![A-Za-z])")  # `\\boxed` too: a doubled escape
+_BOX_SEPARATOR = re.compile(
+    r"(?:\s|[$,;.~\\()\[\]]|\\q?quad\b|\band\b|\bor\b|\\(?:text|textrm|mbox)\s*\{\s*(?:and|or)\s*\})*"
+)
 
 
-def _last_boxed(text: str) -> str | None:
-    """Contents of the last well-formed `\\boxed{...}`, `\\fbox{...}` or `\\boxed 5`."""
-    for match in reversed(list(_BOXED.finditer(text))):
+def _boxed_answer(text: str) -> str | None:
+    """The last well-formed box, with the boxes just before it that only separators part."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    answer = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _BOX_SEPARATOR.fullmatch(text[box[2]:answer[0][1]]):
+            break
+        answer.insert(0, box)
+    contents = [content for i, (content, _, _) in enumerate(answer) if i == 0 or content != answer[i - 1][0]]
+    return ", ".join(contents)
+
+
+def _boxes(text: str) -> list[tuple[str, int, int]]:
+    """(contents, start, end) of every well-formed `\\boxed{...}`, `\\fbox{...}` or `\\boxed 5`."""
+    found = []
+    for match in _BOXED.finditer(text):
         group = _brace_group(text, match.end())
         bare = re.match(r"\s+([^\s${}]+)", text[match.end():])
-        content = group[0] if group else (bare.group(1) if bare else "")
-        if content and content.strip():
-            return content.strip()
-    return None
+        content, end = group if group else (bare[1], match.end() + bare.end()) if bare else ("", 0)
+        if content.strip():
+            found.append((content.strip(), match.start(), end))
+    return found
 
 
 def _brace_group(s: str, start: int) -> tuple[str, int] | None:
@@ -105,55 +150,103 @@ def _last_gsm8k(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-_ANSWER_LINE = re.compile(r"answer\s*(?:is\b\s*:?|:)[ \t]*(.*)", re.IGNORECASE)
+_ANSWER_MARKER = re.compile(r"answer\s*(?:is\b\s*:?|:)", re.IGNORECASE)
 
 
-def _last_answer_line(text: str) -> str | None:
-    """The rest of the last line saying "Answer: ..." or "... answer is ...".
+def _answer_phrase(text: str) -> str | None:
+    """The answer in the last "Answer: ..." / "... answer is ..." phrase, read like prose.
 
-    Markdown stars and a final full stop are removed: "**Answer:** 7." -> "7".
+    The phrase runs to the end of its line or sentence (a full stop before a space); markdown
+    stars are removed: "**Answer:** $7$." -> "$7$".
     """
-    found = [re.sub(r"^[\s*]+|[\s*.]+$", "", m.group(1)) for m in _ANSWER_LINE.finditer(text)]
-    found = [answer for answer in found if answer]
-    return found[-1] if found else None
+    markers = list(_ANSWER_MARKER.finditer(text))
+    if not markers:
+        return None
+    phrase = re.split(r"\n|\.(?:\s|$)", text[markers[-1].end():])[0]
+    return _from_prose(re.sub(r"^[\s*]+|[\s*]+$", "", phrase))
 
 
-def _last_number(text: str) -> str | None:
-    """The last number in the text: an integer, decimal or a/b, with optional "1,234" commas."""
-    found = re.findall(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?", text)
-    return found[-1] if found else None
+_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[A-Za-z*]*\})?")  # \frac, \text{cm}, \begin{pmatrix}
+_WORD = re.compile(r"(?<![A-Za-z])[A-Za-z]{2,}")
+_MATH = re.compile(
+    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\(([^\n]+?)\\\)|(?<!\\)\$((?:\\.|[^$\\\n])+)\$", re.DOTALL
+)
+_NUMBER = re.compile(  # not glued to a letter ("AZYUK2A"); thousands by ",", "{,}", ",\!" or "\,"
+    r"(?<![A-Za-z\d.])-?(?:(?:\d{1,3}(?:(?:,|\{,\}|,\\!|\\,)\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/\d+)?"
+)
+
+
+def _from_prose(text: str) -> str | None:
+    """`text` itself when it holds no words (nor an empty box), else its last math or number."""
+    if text.strip() and not _BOXED.search(text) and not _WORD.search(_COMMAND.sub(" ", text)):
+        return text.strip()
+    found = [(m.end(), next(g for g in m.groups() if g is not None)) for m in _MATH.finditer(text)]
+    found += [(m.end(), m[0]) for m in _NUMBER.finditer(text)]
+    return max(found)[1].strip() if found else None
 
 
 # ----------------------------------------------------------------------------------------------
-# 2) normalization
-
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|textit|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
-_DROPPED = re.compile(r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\displaystyle|\\[!,;:]|\\[()\[\]]")
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°")
-_UNITS = (
-    r"(?:square |sq |cubic )?(?:dollars?|cents?|units?|cm|mm|km|meters?|inch(?:es)?|feet|foot"
-    r"|ft|miles?|hours?|minutes?|seconds?|days?|weeks?|years?|degrees?|pounds?|kg|grams?|mph)"
-)
-_TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*" + _UNITS + r"(?:\^\{?[23]\}?)?\s*$")
-_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# 2) normalization: text-level rewrites, then each element reduced to its value
 
 
 def normalize(ans: str) -> str:
     """A canonical string form of an answer (module docstring, step 2)."""
+    return _show(_parse(_clean(ans)))
+
+
+_TEXT_WRAPPER = re.compile(
+    r"\\(?:text|textbf|textrm|textit|textnormal|textsf|texttt|mathrm|mathbf|mathit|mbox)\s*\{([^{}]*)\}"
+)
+_UNIT_WRAPPER = re.compile(  # a word in a wrapper after a number, at the end: "12\text{ cm}^2"
+    r"(?<=[\d}])\s*\\(?:text|textnormal|textrm|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z\s.]*\}"
+    r"\s*(?:\^\s*\{?[23]\}?)?\s*$"
+)
+_DOUBLED_ESCAPE = re.compile(r"(?<!\\)\\\\(?=[A-Za-z])")
+_THOUSANDS_MARK = re.compile(r"(?:\{\s*,\s*\}|,\\!\s*)(?=\d{3}(?!\d))")
+_DROPPED = re.compile(
+    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\displaystyle|\\q?quad(?![A-Za-z])|\\[!,;:]|\\[()\[\]]"
+)
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°")
+_RELATIONS = [
+    (r"\\(?:geq?|geqslant)(?![A-Za-z])|≥", ">="),
+    (r"\\(?:leq?|leqslant)(?![A-Za-z])|≤", "<="),
+    (r"\\(?:neq?)(?![A-Za-z])|≠", "!="),
+    (r"\\gt(?![A-Za-z])", ">"),
+    (r"\\lt(?![A-Za-z])", "<"),
+    (r"≈", "\\\\approx"),
+]
+_MATRIX = [
+    (r"\\begin\{(?:[pbB]?matrix|array\}\{[^{}]*)\}", r"\\begin{pmatrix}"),
+    (r"\\end\{(?:[pbB]?matrix|array)\}", r"\\end{pmatrix}"),
+]
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _clean(ans: str) -> str:
+    """The text-level rewrites of normalization (module docstring, step 2), one string out."""
     s = ans.strip()
+    if "\\begin" not in s:
+        s = _DOUBLED_ESCAPE.sub(r"\\", s)
+    s = _UNIT_WRAPPER.sub("", s)
     while _TEXT_WRAPPER.search(s):
-        s = _TEXT_WRAPPER.sub(r"\1", s)
-    s = s.replace("\\$", "").replace("$", "").replace("\\ ", " ")
+        s = _TEXT_WRAPPER.sub(r" \1 ", s)
+    s = s.replace("\\$", "").replace("$", "").replace("~", " ")
+    s = re.sub(r"(?<!\\)\\ ", " ", s)  # a control space, not the row break of "1 \\ 2"
+    s = _THOUSANDS_MARK.sub("", s)
     s = _DROPPED.sub("", s)
     s = _DEGREES.sub("", s)
     s = s.replace("\\%", "").replace("%", "")
-    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s)
     s = _brace_short_arguments(s)
-    s = _TRAILING_UNIT.sub("", s)
-    s = re.sub(r"^[A-Za-z]\s*(?:=|\\in(?![A-Za-z]))", "", s)
-    s = _squeeze_whitespace(s).rstrip(".")
+    for pattern, replacement in _RELATIONS + _MATRIX:
+        s = re.sub(pattern, replacement, s)
+    s = re.sub(r"\s+(?:and|or)\s+", ",", s)
+    s = s.strip().rstrip(".").strip()
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
+    s = _squeeze_whitespace(s)
+    while s.startswith("{") and _brace_group(s, 0) == (s[1:-1], len(s)):
+        s = s[1:-1]
     return s
 
 
@@ -171,6 +264,120 @@ def _squeeze_whitespace(s: str) -> str:
     return re.sub(r"(?<![A-Za-z]) | (?![A-Za-z])", "", s)
 
 
+class Seq(NamedTuple):
+    """A structured answer: `kind` is "" (a bare list), "{}" (a set), "()", "[]", "(]", "[)"
+    (tuples and intervals), "matrix" (items are rows) or "row" (items are a row's entries)."""
+    kind: str
+    items: list
+
+
+Answer = str | Seq
+_SET_OPEN, _SET_CLOSE = "\\{", "\\}"
+_MATRIX_OPEN, _MATRIX_CLOSE = "\\begin{pmatrix}", "\\end{pmatrix}"
+_MAX_DEPTH = 20
+
+
+def _parse(s: str, depth: int = 0) -> Answer:
+    """A cleaned answer as a tree: sequences split into elements, each element reduced.
+
+    Below `_MAX_DEPTH` levels of nesting or reductions a string stays as it is, so no answer
+    can exhaust Python's recursion limit.
+    """
+    seq = _split_sequence(s) if depth < _MAX_DEPTH else None
+    if seq is None:
+        value = _reduce(s) if depth < _MAX_DEPTH else s
+        return s if value == s else _parse(value, depth + 1)
+    kind, items = seq
+    if kind == "matrix":
+        return Seq(kind, [Seq("row", [_parse(x, depth + 2) for x in row.split("&")]) for row in items])
+    return Seq(kind, [_parse(x, depth + 1) for x in items])
+
+
+def _show(answer: Answer) -> str:
+    """The canonical string of a parsed answer (the inverse of `_parse` on canonical strings)."""
+    if isinstance(answer, str):
+        return answer
+    inner = [_show(x) for x in answer.items]
+    if answer.kind == "matrix":
+        return _MATRIX_OPEN + "\\\\".join(inner) + _MATRIX_CLOSE
+    if answer.kind == "row":
+        return "&".join(inner)
+    if answer.kind == "{}":
+        return _SET_OPEN + ",".join(inner) + _SET_CLOSE
+    return answer.kind[:1] + ",".join(inner) + answer.kind[1:]
+
+
+def _split_sequence(s: str) -> tuple[str, list[str]] | None:
+    """(kind, elements) of a matrix, a set, a bracketed sequence of 2 or more, or a bare list."""
+    if s.startswith(_MATRIX_OPEN) and s.endswith(_MATRIX_CLOSE) and s.count("\\begin") == 1:
+        rows = re.split(r"\\\\", s[len(_MATRIX_OPEN) : -len(_MATRIX_CLOSE)])
+        return "matrix", [row for row in rows if row]
+    # a set when the `{` of `\{` closes at the very end: "\{1,2\}", not "\{1\}\cup\{2\}"
+    if s.startswith(_SET_OPEN) and s.endswith(_SET_CLOSE) and _brace_group(s, 1) == (s[2:-2] + "\\", len(s)):
+        items = _split_top_level(s[2:-2])
+        return ("{}", items) if items else None
+    kind, inner = "", s
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        kind, inner = s[0] + s[-1], s[1:-1]
+    items = _split_top_level(inner)
+    return (kind, items) if items and len(items) >= 2 else None
+
+
+def _split_top_level(s: str) -> list[str] | None:
+    """`s` split at commas and semicolons outside any bracket; None if a bracket never opened."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
+        if depth < 0:
+            return None
+        if ch in ",;" and depth == 0:
+            items.append(s[start:i])
+            start = i + 1
+    return items + [s[start:]]
+
+
+_NAME = r"(?:[A-Za-z]|\\(?!pi(?![A-Za-z])|infty)[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([^()]*\))?"
+_NAMES = re.compile(rf"{_NAME}|\({_NAME}(?:,{_NAME})+\)")  # x, a_1, f(2), \theta, (p,q)
+_UNITS = (
+    r"(?:square |sq |cubic )?(?:dollars?|cents?|units?|cm|mm|km|meters?|inch(?:es)?|feet|foot"
+    r"|ft|miles?|hours?|minutes?|seconds?|days?|weeks?|years?|degrees?|pounds?|kg|grams?|mph"
+    r"|percent(?:age)?|pct)"
+)
+_TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*" + _UNITS + r"(?:\^\{?[23]\}?)?$")
+_PLAIN_NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
+_CHAIN_SPLIT = re.compile(r"(?<![<>!])=|(?=\\approx(?![A-Za-z]))")
+_INEQUALITY_SPLIT = re.compile(r"(<=|>=|<|>)")
+
+
+def _reduce(s: str) -> str:
+    """One element's value (module docstring, step 2); `s` itself when no rule applies."""
+    member = re.fullmatch(rf"(?:{_NAME})\\in(?![A-Za-z])(.+)", s)
+    if member:
+        return member[1]
+    parts = _INEQUALITY_SPLIT.split(s)
+    if len(parts) == 5 and _NAMES.fullmatch(parts[2]):  # "a > x >= b" reads as "b <= x < a"
+        lo, op_lo, _, op_hi, hi = parts if parts[1][0] == "<" == parts[3][0] else parts[::-1]
+        if op_lo[0] == "<" == op_hi[0] or op_lo[0] == ">" == op_hi[0]:
+            return "(["[op_lo.endswith("=")] + lo + "," + hi + ")]"[op_hi.endswith("=")]
+    sides = _CHAIN_SPLIT.split(s)
+    if len(sides) >= 2:
+        exact = [x for x in sides if x and not x.startswith("\\approx")]
+        values = [x for x in exact if not _NAMES.fullmatch(x)]
+        if not values:  # names and approximations only: "x \approx 11"
+            return sides[-1].removeprefix("\\approx")
+        if len(values) < len(sides):  # a name or an approximation dropped
+            return values[-1] if len(values) == 1 or len(values) < len(exact) else "=".join(values)
+    unit = _TRAILING_UNIT.search(s)
+    if unit:
+        return s[: unit.start()]
+    ratio = re.fullmatch(rf"({_PLAIN_NUMBER}):({_PLAIN_NUMBER})", s)
+    if ratio:
+        return f"{ratio[1]}/{ratio[2]}"
+    if s[:1] + s[-1:] in ("()", "[]") and _split_top_level(s[1:-1]) == [s[1:-1]]:
+        return s[1:-1]
+    return s
+
+
 # ----------------------------------------------------------------------------------------------
 # 3) equivalence
 
@@ -183,74 +390,75 @@ def is_equiv(pred: str | None, gold: str, timeout: float = 1.0) -> bool:
     """
     if pred is None:
         return False
-    a, b = normalize(pred), normalize(gold)
+    a, b = _parse(_clean(pred)), _parse(_clean(gold))
     if not a or not b:
         return False
-    if a == b:
-        return True
-    seq_a, seq_b = _split_sequence(a), _split_sequence(b)
-    if seq_a is None and seq_b is None:
-        return _scalar_equiv(a, b, timeout)
-    if seq_a is None or seq_b is None or seq_a[0] != seq_b[0] or len(seq_a[1]) != len(seq_b[1]):
+    return _show(a) == _show(b) or _same(a, b, timeout)
+
+
+def _same(a: Answer, b: Answer, timeout: float) -> bool:
+    """Structure first: sets and bare lists in any order, other sequences in order."""
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and _same_element(a, b, timeout)
+    if len(a.items) != len(b.items) or ("matrix" in (a.kind, b.kind) and a.kind != b.kind):
         return False
-    brackets, items_a, items_b = seq_a[0], seq_a[1], seq_b[1]
-    if not brackets:
-        return _match_in_any_order(items_a, items_b, timeout)
-    return all(_scalar_equiv(x, y, timeout) for x, y in zip(items_a, items_b))
+    if a.kind != "matrix" and ("{}" in (a.kind, b.kind) or a.kind == b.kind == ""):
+        return _match_in_any_order(a.items, b.items, timeout)
+    return a.kind == b.kind and all(_same(x, y, timeout) for x, y in zip(a.items, b.items))
 
 
-def _split_sequence(s: str) -> tuple[str, list[str]] | None:
-    """("(]"-style brackets or "" for a bare list, elements) when `s` has top-level commas."""
-    brackets, inner = "", s
-    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
-        brackets, inner = s[0] + s[-1], s[1:-1]
-    items = _split_top_level_commas(inner)
-    return (brackets, items) if items and len(items) >= 2 else None
-
-
-def _split_top_level_commas(s: str) -> list[str] | None:
-    """`s` split at commas outside any bracket; None if a bracket closes that never opened."""
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(s):
-        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
-        if depth < 0:
-            return None
-        if ch == "," and depth == 0:
-            items.append(s[start:i])
-            start = i + 1
-    return items + [s[start:]]
-
-
-def _match_in_any_order(items_a: list[str], items_b: list[str], timeout: float) -> bool:
+def _match_in_any_order(items_a: list, items_b: list, timeout: float) -> bool:
     """True when every element of `items_a` pairs off with its own equal element of `items_b`."""
     unmatched = list(items_b)
     for x in items_a:
-        partner = next((y for y in unmatched if _scalar_equiv(x, y, timeout)), None)
+        partner = next((y for y in unmatched if _same(x, y, timeout)), None)
         if partner is None:
             return False
         unmatched.remove(partner)
     return not unmatched
 
 
-def _scalar_equiv(a: str, b: str, timeout: float) -> bool:
-    """Equal normalized strings, else equal exact numbers, else sympy says a - b == 0."""
+def _same_element(a: str, b: str, timeout: float) -> bool:
+    """Equal strings; else relations compared as relations; else numbers, then sympy."""
     if a == b:
         return True
+    rel_a, rel_b = _relation(a), _relation(b)
+    if rel_a or rel_b:
+        return bool(rel_a and rel_b) and rel_a[0] == rel_b[0] and _sympy_proportional(rel_a, rel_b, timeout)
     x, y = _to_fraction(a), _to_fraction(b)
     if x is not None and y is not None:
         return x == y
     return _sympy_equiv(a, b, timeout)
 
 
-def _to_fraction(s: str) -> fractions.Fraction | None:
-    """The exact value of "-3", "0.25", ".5", "3/4" or "\\frac{3}{4}", else None.
+_RELATION_SPLIT = re.compile(r"(<=|>=|!=|<|>|(?<![<>!])=)")
 
-    No exponent notation: Fraction("1e999999999") would build a billion-digit integer.
+
+def _relation(s: str) -> tuple[str, str, str] | None:
+    """(op, lhs, rhs) with op in "=", "!=", "<", "<=" (">" sides swapped), or None."""
+    parts = _RELATION_SPLIT.split(s)
+    if len(parts) != 3 or not parts[0] or not parts[2]:
+        return None
+    lhs, op, rhs = parts
+    return (op.replace(">", "<"), rhs, lhs) if op[0] == ">" else (op, lhs, rhs)
+
+
+_SCIENTIFIC = re.compile(rf"({_PLAIN_NUMBER})(?:[eE]|(?:\\times|\\cdot|\*)10\^)\{{?([+-]?\d+)\}}?")
+
+
+def _to_fraction(s: str) -> fractions.Fraction | None:
+    """The exact value of "-3", "0.25", ".5", "3/4", "\\frac{3}{4}", "1e3" or "2\\times10^{-3}".
+
+    Exponents beyond 1000 are refused: Fraction("1e999999999") would build a billion-digit integer.
     """
+    scientific = _SCIENTIFIC.fullmatch(s)
+    if scientific:
+        mantissa, exponent = fractions.Fraction(scientific[1]), int(scientific[2])
+        return mantissa * fractions.Fraction(10) ** exponent if abs(exponent) <= 1000 else None
     sign, frac = 1, re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}", s)
     if frac:
         sign, s = (-1 if frac[1] else 1), f"{frac[2]}/{frac[3]}"
-    if not re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)|-?\d+/\d+", s):
+    if not re.fullmatch(rf"{_PLAIN_NUMBER}|-?\d+/\d+", s):
         return None
     try:
         return sign * fractions.Fraction(s)
@@ -264,11 +472,22 @@ def _to_fraction(s: str) -> fractions.Fraction | None:
 
 def _sympy_equiv(a: str, b: str, timeout: float) -> bool:
     """sympy's verdict on a - b == 0, False if either side is refused or time runs out."""
-    py_a, py_b = _to_python(a), _to_python(b)
-    if py_a is None or py_b is None or not hasattr(os, "fork"):
+    return _sympy_run(_sympy_says_equal, (a, b), timeout)
+
+
+def _sympy_proportional(rel_a: tuple, rel_b: tuple, timeout: float) -> bool:
+    """Two relations with the same operator hold for the same points (module docstring, step 3)."""
+    ordered = rel_a[0] in ("<", "<=")
+    return _sympy_run(_sympy_says_proportional, (*rel_a[1:], *rel_b[1:]), timeout, ordered)
+
+
+def _sympy_run(fn, sides: tuple, timeout: float, *flags) -> bool:
+    """fn(*python sides, *flags) in a child with a deadline, once every side passed `_to_python`."""
+    py = [_to_python(side) for side in sides]
+    if any(p is None for p in py) or not hasattr(os, "fork"):
         return False
     _warm_up_sympy()
-    return _run_with_deadline(_sympy_says_equal, (py_a, py_b), timeout)
+    return _run_with_deadline(fn, (*py, *flags), timeout)
 
 
 @functools.cache
@@ -281,7 +500,7 @@ def _warm_up_sympy() -> None:
     _sympy_says_equal("(x + 1)^2", "x^2 + 2 x + 1")
 
 
-_FUNCTION_NAMES = {"sqrt", "sin", "cos", "tan", "log", "ln", "exp", "pi"}
+_FUNCTION_NAMES = {"sqrt", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "pi"}
 _LATEX_TO_PYTHON = {"cdot": "*", "times": "*", "div": "/"} | {f: f" {f} " for f in _FUNCTION_NAMES}
 _LATEX_COMMAND = re.compile(r"\\(" + "|".join(_LATEX_TO_PYTHON) + r")(?![A-Za-z])")
 _SAFE_CHARS = re.compile(r"[0-9A-Za-z\s.+\-*/^()]+")
@@ -344,24 +563,47 @@ def _expand_sqrt(s: str) -> str | None:
     return s
 
 
-def _sympy_says_equal(py_a: str, py_b: str) -> bool:
-    """simplify(a - b) == 0 for two expressions that passed `_to_python`."""
+def _sympy_parse(py: str):
+    """A sympy expression for a string that passed `_to_python`; decimals become exact rationals."""
     import sympy
     from sympy.parsing.sympy_parser import (
         convert_xor,
         implicit_multiplication_application,
         parse_expr,
+        rationalize,
         standard_transformations,
     )
 
     names = {c: sympy.Symbol(c) for c in string.ascii_letters}
     names |= {"i": sympy.I, "e": sympy.E, "pi": sympy.pi, "sqrt": sympy.sqrt, "exp": sympy.exp}
     names |= {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan}
+    names |= {"sec": sympy.sec, "csc": sympy.csc, "cot": sympy.cot}
     names |= {"log": sympy.log, "ln": sympy.log}
-    rules = standard_transformations + (convert_xor, implicit_multiplication_application)
+    rules = standard_transformations + (convert_xor, implicit_multiplication_application, rationalize)
+    return parse_expr(py, local_dict=names, transformations=rules)
+
+
+def _sympy_says_equal(py_a: str, py_b: str) -> bool:
+    """simplify(a - b) == 0 for two expressions that passed `_to_python`."""
+    import sympy
+
     try:
-        x, y = (parse_expr(p, local_dict=names, transformations=rules) for p in (py_a, py_b))
-        return sympy.simplify(x - y) == 0
+        return sympy.simplify(_sympy_parse(py_a) - _sympy_parse(py_b)) == 0
+    except Exception:  # a parse or sympy error means "not shown equal"
+        return False
+
+
+def _sympy_says_proportional(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str, ordered: bool) -> bool:
+    """(lhs_a - rhs_a) = c (lhs_b - rhs_b) for a constant c != 0 (c > 0 when `ordered`)."""
+    import sympy
+
+    try:
+        d_a = sympy.simplify(_sympy_parse(lhs_a) - _sympy_parse(rhs_a))
+        d_b = sympy.simplify(_sympy_parse(lhs_b) - _sympy_parse(rhs_b))
+        if d_a == 0 or d_b == 0:
+            return d_a == d_b
+        c = sympy.simplify(d_a / d_b)
+        return bool(c.is_number and (c.is_positive if ordered else c.is_zero is False))
     except Exception:  # a parse or sympy error means "not shown equal"
         return False
 

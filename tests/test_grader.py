@@ -83,6 +83,52 @@ EQUIV_CASES = [
     ("\\ln(e^2)", "2", True),
     ("\\sin^2 x + \\cos^2 x", "1", True),
     ("\\sin(\\pi/6)", "\\frac12", True),
+    ("\\tan^2 y + 1", "\\sec^2 y", True),
+    ("\\frac{10\\sqrt{10.5}}{27}", "\\frac{5\\sqrt{42}}{27}", True),  # decimals are exact in sympy too
+    ("\\\\left( \\\\frac{1}{3} \\\\right)", "1/3", True),  # doubled escapes, "(x)" is x
+    ("\\cfrac{1}{3}", "1/3", True),
+    # equations: a chain with a name in it is its last side, approximations dropped
+    ("x = 5+5+1 = 7 = 11", "11", True),
+    ("(p,q)=(3,2)", "(3,2)", True),
+    ("x = -5, p = \\frac{14}{3}", "-5, \\frac{14}{3}", True),
+    ("x = \\frac{1}{3} \\approx 0.33", "1/3", True),
+    ("x \\approx 11", "11", True),
+    ("1 = \\theta = x = 0", "0", True),
+    # relations: the same points, whichever way round
+    ("x \\geq 5", "5 \\leq x", True),
+    ("x > 5", "x \\gt 5", True),
+    ("-x > -1", "x < 1", True),
+    ("x \\neq 3", "x != 3", True),
+    ("x^2/4 + y^2/3 = 1", "3x^2 + 4y^2 = 12", True),
+    ("34x+45y-20z+100=0", "-34x-45y+20z-100=0", True),
+    ("-2 \\le x \\le 7", "x \\in [-2, 7]", True),
+    ("7 \\geq x > -2", "(-2, 7]", True),
+    # sets, lists with ";" or words, several answers
+    ("\\{1, 2\\}", "\\{2, 1\\}", True),
+    ("\\{1,2\\}", "(2, 1)", True),
+    ("\\{1,2\\}", "[2; 1]", True),
+    ("2; 1", "1, 2", True),
+    ("(1; 2)", "(1, 2)", True),
+    ("12 \\text{ and } 13", "13, 12", True),
+    ("x = 2 \\text{ or } x = 3", "3, 2", True),
+    ("{35 cm,4}", "4, 35", True),  # an outer {} is a LaTeX group, not a set
+    # ratios, units, percent words, thousands marks, scientific notation
+    ("7:32", "\\frac{7}{32}", True),
+    ("7:32", "14:64", True),
+    ("125\\textnormal{ miles}", "125", True),
+    ("15\\mbox{ cm}^2", "15", True),
+    ("28 percent", "28\\%", True),
+    ("28 pct", "28", True),
+    ("28 percentage", "28", True),
+    ("14{,}916", "14916", True),
+    ("11,\\! 111,\\! 100", "11111100", True),
+    ("1\\,000", "1000", True),
+    ("1e3", "1000", True),
+    ("1.5 \\times 10^{3}", "1500", True),
+    ("2e-3", "\\frac{1}{500}", True),
+    # matrices: entry by entry, any of the usual environments
+    ("\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", "\\begin{bmatrix}1&0\\\\0&1\\end{bmatrix}", True),
+    ("\\left[\\begin{array}{cc} \\frac12 & 2 \\end{array}\\right]", "\\begin{pmatrix}0.5 & 2\\end{pmatrix}", True),
     # must NOT match
     ("1/2", "2", False),
     ("-5", "5", False),
@@ -107,8 +153,26 @@ EQUIV_CASES = [
     ("", "7", False),
     (None, "7", False),
     ("7", "", False),
-    ("1e3", "1000", False),
     ("\\infty", "0", False),
+    ("7 = 11a+c", "11a+c", False),  # an equation is not its right side unless its left is a name
+    ("(p,q)=(3,2)", "(2,3)", False),
+    ("x = 2", "x = -2", False),
+    ("x < 1", "x > -1", False),
+    ("x \\geq 5", "x \\leq 5", False),
+    ("x > 5", "x \\geq 5", False),
+    ("2x + z = 1", "1", False),
+    ("-2 < x \\le 7", "[-2, 7]", False),
+    ("\\{1, 2\\}", "\\{1, 3\\}", False),
+    ("\\{1, 2\\}", "\\{1, 2, 3\\}", False),
+    ("2 \\text{ or } 3", "2, 4", False),
+    ("7:32", "32:7", False),
+    ("28 percent", "0.28", False),
+    ("32, 349", "32349", False),  # a comma followed by a space separates answers
+    ("1e3", "100", False),
+    ("1e999999999", "1", False),  # an exponent too large for an exact number is refused
+    ("0.33x", "\\frac{x}{3}", False),
+    ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix} 2 & 1 \\end{pmatrix}", False),
+    ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "(1, 2)", False),
 ]
 
 
@@ -144,6 +208,26 @@ def test_table_size():
         ("no digits here at all", None),
         ("", None),
         ("\\boxed{}", None),
+        # several boxes parted only by separators are one answer; the same box twice is one
+        ("\\boxed{1} and \\boxed{2}", "1, 2"),
+        ("$\\boxed{1}\\boxed{2}$", "1, 2"),
+        ("are \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "-2, 1"),
+        ("so \\boxed{5}. \\boxed{5}", "5"),
+        ("\\\\boxed{7}", "7"),
+        # an answer phrase ends with its sentence and is read like prose
+        ("Final Answer: The final answer is $(0, 1)$. I hope it is correct.", "$(0, 1)$"),
+        ("Final Answer: The largest $n$ is 34.", "34"),
+        ("The final answer is 7.78.", "7.78"),
+        # a text with no words is its own answer; else its last math or number
+        ("$[0,1)$", "$[0,1)$"),
+        ("\\frac{10}{9}", "\\frac{10}{9}"),
+        ("1 000", "1 000"),
+        ("so the pair is $(7, 6)$. <|im_start|>user", "(7, 6)"),
+        ("we get $x = 5$ and 7 more", "7"),
+        ("Answer \\( (9+1) \\)", "(9+1)"),
+        ("about 1\\,000 people", "1\\,000"),
+        ("roughly .4 of it", ".4"),
+        ("code AZYUK2A", None),
     ],
 )
 def test_extract_answer(text, expected):
@@ -164,6 +248,19 @@ def test_extract_answer(text, expected):
         ("25\\%", "25"),
         ("\\pi r^2", "\\pi r^2"),
         ("\\!2\\;", "2"),
+        ("\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)", "(3,\\frac{\\pi}{2})"),
+        ("x \\geq 5", "x>=5"),
+        ("-2 \\le x \\le 7", "[-2,7]"),
+        ("x = 1/3 \\approx 0.33", "1/3"),
+        ("\\begin{bmatrix}1 & 0\\end{bmatrix}", "\\begin{pmatrix}1&0\\end{pmatrix}"),
+        ("\\{2; 1\\}", "\\{2,1\\}"),
+        ("12 \\text{ and } 13", "12,13"),
+        ("{35 cm,4}", "35,4"),
+        ("7:32", "7/32"),
+        ("28 percent", "28"),
+        ("125\\textnormal{ miles}", "125"),
+        ("14{,}916", "14916"),
+        ("32, 349", "32,349"),
     ],
 )
 def test_normalize(raw, expected):
@@ -174,6 +271,15 @@ def test_grade():
     assert grade("2 + 2 = 4, so \\boxed{4}", "4") == 1.0
     assert grade("2 + 2 = 5, so \\boxed{5}", "4") == 0.0
     assert grade("I don't know.", "4") == 0.0
+    assert grade("The roots are \\boxed{-2} and \\boxed{1}.", "1, -2") == 1.0
+    assert grade("The roots are \\boxed{-2} and \\boxed{1}.", "1") == 0.0
+    assert grade("Final Answer: The final answer is $14{,}916$. I hope it is correct.", "14916") == 1.0
+
+
+def test_deeply_nested_answer_is_refused_not_crashed():
+    nested = "(" * 2000 + "1" + ")" * 2000
+    assert is_equiv(nested, "1") is False
+    assert is_equiv(nested, nested) is True  # equal strings need no parsing depth
 
 
 PATHOLOGICAL = "9^9^9^9"
