@@ -1,28 +1,65 @@
 """A command line generated from a dataclass: one `--flag` per field, its docstring as the help.
 
-train.py and tabular.py declare their settings as one `@dataclass Args` with a one-line string
-under each field (the cleanrl habit); `dataclass_parser` turns that into an argparse parser, so the
-settings, their defaults and their help live in one place. Booleans take true/false, 1/0, yes/no.
+Every program (train.py, eval.py, tabular.py, benchmarks/, scripts/) declares its settings as one
+`@dataclass Args` with a one-line string under each field (the cleanrl habit); `dataclass_parser`
+turns that into an argparse parser, so the settings, their defaults and their help live in one
+place. The conventions:
+1. a field `max_new_tokens` is the flag `--max-new-tokens` (and `--max_new_tokens`);
+2. booleans take true/false, 1/0 or yes/no, and a bare `--flag` means true, so `--quick` and
+   `--quick true` are the same; any other value is refused;
+3. a field without a default is a required flag;
+4. fields named in `positional` are taken by place instead (`python tasks.py gsm8k`), optional
+   when they have a default;
+5. choices are checked after parsing, by the program (`check_choices`), naming the flag.
 """
 import argparse
 import ast
 import inspect
-from dataclasses import fields
+import textwrap
+from dataclasses import MISSING, fields
+
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 def field_docs(cls) -> dict:
     """The string literal under each field of a dataclass, by field name."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     return {node.target.id: nxt.value.value for node, nxt in zip(body, body[1:])
             if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)}
 
 
-def dataclass_parser(cls, description: str) -> argparse.ArgumentParser:
-    """A parser with `--name-with-dashes` (and `--name_with_underscores`) for every field of `cls`."""
+def boolean(text: str) -> bool:
+    """true/false, 1/0, yes/no (any case); anything else is an error argparse reports with the flag."""
+    if text.lower() not in TRUE + FALSE:
+        raise argparse.ArgumentTypeError(f"expected true or false (or 1/0, yes/no), got {text!r}")
+    return text.lower() in TRUE
+
+
+def dataclass_parser(cls, description: str, positional: tuple = ()) -> argparse.ArgumentParser:
+    """A parser with `--name-with-dashes` (and `--name_with_underscores`) for every field of `cls`,
+    or a positional argument for the fields named in `positional`."""
     docs = field_docs(cls)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(cls):
-        kind = (lambda s: s.lower() in ("1", "true", "yes")) if f.type is bool else f.type
-        parser.add_argument("--" + f.name.replace("_", "-"), "--" + f.name, type=kind, default=f.default,
-                            help=docs.get(f.name, ""), metavar=f.type.__name__)
+        default = f.default if f.default_factory is MISSING else f.default_factory()
+        kw = dict(type=boolean, nargs="?", const=True) if f.type is bool else dict(type=f.type)   # bare --flag: true
+        kw["help"] = docs.get(f.name, "")
+        if f.name in positional:
+            parser.add_argument(f.name, **kw | ({} if default is MISSING else dict(nargs="?", default=default)))
+            continue
+        names = dict.fromkeys(["--" + f.name.replace("_", "-"), "--" + f.name])   # one name when they agree
+        kw |= dict(required=True, default=argparse.SUPPRESS) if default is MISSING else dict(default=default)
+        parser.add_argument(*names, **kw, metavar=f.type.__name__)
     return parser
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: max_new_tokens -> --max-new-tokens."""
+    return "--" + name.replace("_", "-")
+
+
+def check_choices(args, choices: dict):
+    """Refuse a field whose value is not among its choices, naming the flag, the value and the choices."""
+    for name, allowed in choices.items():
+        if getattr(args, name) not in allowed:
+            raise SystemExit(f"{flag(name)} {getattr(args, name)!r}: expected one of {', '.join(allowed)}")

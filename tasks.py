@@ -62,7 +62,6 @@ is zero and a PRM is the only signal: the test of rePIRL's early-signal claim).
     python tasks.py arithmetic                                # prints a few examples of a task
     python tasks.py jsonl --data tests/fixtures/gsm8k_train.jsonl   # any task and source (hub ids download)
 """
-import argparse
 import dataclasses
 import functools
 import inspect
@@ -661,12 +660,21 @@ def get_task(name: str, **kwargs):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="print a few examples of a task")
-    parser.add_argument("task", nargs="?", default="arithmetic", choices=sorted(TASKS))
-    parser.add_argument("--data", default="")
-    parser.add_argument("--test-data", default="")
-    cli = parser.parse_args()
-    task = get_task(cli.task, data=cli.data, test_data=cli.test_data)
+    import cli
+
+    @dataclass
+    class Args:
+        task: str = "arithmetic"
+        """a task of this file (arithmetic, gsm8k, math, jsonl, ...)"""
+        data: str = ""
+        """the train split's source, not the task's default (hub id, folder, file)"""
+        test_data: str = ""
+        """the test split's source, not the task's default"""
+
+    args = Args(**vars(cli.dataclass_parser(Args, "print a few examples of a task", positional=("task",)).parse_args()))
+    if args.task not in TASKS:
+        raise SystemExit(f"task {args.task!r}: expected one of {', '.join(sorted(TASKS))}")
+    task = get_task(args.task, data=args.data, test_data=args.test_data)
     print(f"{task.name}: {len(task.train)} train, {len(task.test)} test examples")
     for ex in (task.train or task.test)[:3]:
         print(repr(task.render(ex)), "->", repr(ex.solution), "| answer", ex.answer)

@@ -15,8 +15,6 @@ Both are saved with `save_pretrained`, so the rest of the code loads them like a
 
     python tiny.py out/tiny        # writes the tokenizer and an untrained model to out/tiny
 """
-import sys
-
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -61,4 +59,14 @@ def save_tiny(path: str, seed: int = 0) -> str:
 
 
 if __name__ == "__main__":
-    print(save_tiny(sys.argv[1] if len(sys.argv) > 1 else "tiny-model"))
+    from dataclasses import dataclass
+
+    import cli
+
+    @dataclass
+    class Args:
+        path: str = "tiny-model"
+        """folder to write the tokenizer and the untrained model to"""
+
+    parser = cli.dataclass_parser(Args, __doc__.split("\n\n")[0], positional=("path",))
+    print(save_tiny(Args(**vars(parser.parse_args())).path))

@@ -17,21 +17,34 @@ points, and a stochastic estimate of g must take many tiny steps.
     python benchmarks/landscape.py                     # newest warm start under runs/cache
     python benchmarks/landscape.py --policy PATH --prompts 256 --k 8
 """
-import argparse
 import copy
 import glob
 import os
 import random
 import sys
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import cli       # noqa: E402
 import rloo      # noqa: E402
 import rollout   # noqa: E402
 import tasks     # noqa: E402
+
+
+@dataclass
+class Args:
+    policy: str = ""
+    """policy folder (empty: the newest runs/cache/tiny-bc-*)"""
+    prompts: int = 256
+    """prompts of the gradient batch (accuracy is measured on all of task.test)"""
+    k: int = 8
+    """samples per prompt, for the gradient and for the accuracy"""
+    hi: int = 30
+    """arithmetic: largest number (the default task's)"""
 
 
 def sample(policy, tok, task, examples, k: int, seed: int):
@@ -62,13 +75,7 @@ def stepped(policy, direction: dict, s: float):
     return moved
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", default="", help="policy folder (default: newest runs/cache/tiny-bc-*)")
-    p.add_argument("--prompts", type=int, default=256)
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--hi", type=int, default=30, help="arithmetic: largest number (the default task's)")
-    a = p.parse_args()
+def main(a: Args):
     path = a.policy or max(glob.glob(os.path.join(ROOT, "runs/cache/tiny-bc-*")), key=os.path.getmtime, default="")
     if not path:
         raise SystemExit("no warm start under runs/cache: run `python train.py` once, or give --policy")
@@ -99,4 +106,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args())))

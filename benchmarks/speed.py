@@ -36,7 +36,6 @@ blocks go back to the system and RSS follows what the loop holds. (--quick: k up
 L/2 and L, half the micro-batch and 3 sizes for memory.) Output: a markdown report printed and
 written to <out>/speed.md, every per-iteration record to <out>/speed.json.
 """
-import argparse
 import json
 import os
 import platform
@@ -45,38 +44,64 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402
+
 MMAP_THRESHOLD = 131072                               # bytes: glibc returns every freed block at least this large
 TARGETS = {"rloo_vs_grpo": 0.5, "repirl_vs_rloo": 1.35, "generate_vs_floor": 1.2, "per_doubling": 2.2,
            "memory_flat": 1.1}
 
 
-def parse():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", type=int, default=16, help="prompts per iteration")
-    p.add_argument("--k", type=int, default=4, help="completions per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="completion length L (forced)")
-    p.add_argument("--micro-batch", type=int, default=64, help="sequences per forward/backward pass")
-    p.add_argument("--lr", type=float, default=1e-5, help="policy learning rate (all rows)")
-    p.add_argument("--iterations", type=int, default=10, help="measured iterations per run")
-    p.add_argument("--warmup", type=int, default=2, help="iterations run first and not measured")
-    p.add_argument("--repeats", type=int, default=1, help="runs of each row, interleaved; medians pooled")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of every row (OMP_NUM_THREADS)")
-    p.add_argument("--policy", default="", help="model folder; empty: train.py's warm-started tiny default")
-    p.add_argument("--free-length", action="store_true", help="let completions stop at EOS (lengths then differ)")
-    p.add_argument("--trl", action="store_true", help="add TRL's GRPOTrainer and RLOOTrainer rows")
-    p.add_argument("--trl-venv", default="runs/trl-venv", help="virtual environment for TRL (made if missing)")
-    p.add_argument("--trl-spec", default="trl", help="what pip installs there, e.g. trl==1.16.0")
-    p.add_argument("--scaling", action="store_true", help="add the k, length and memory scaling runs")
-    p.add_argument("--quick", action="store_true", help="few iterations and smaller scaling grids: a smoke run")
-    p.add_argument("--out", default="runs/bench", help="report, results and logs (relative: to the repository)")
-    args = p.parse_args()
+@dataclass
+class Args:
+    prompts: int = 16
+    """prompts per iteration"""
+    k: int = 4
+    """completions per prompt"""
+    max_new_tokens: int = 40
+    """completion length L (forced)"""
+    micro_batch: int = 64
+    """sequences per forward/backward pass"""
+    lr: float = 1e-5
+    """policy learning rate (all rows)"""
+    iterations: int = 10
+    """measured iterations per run"""
+    warmup: int = 2
+    """iterations run first and not measured"""
+    repeats: int = 1
+    """runs of each row, interleaved; medians pooled"""
+    threads: int = 1
+    """torch threads of every row (OMP_NUM_THREADS)"""
+    policy: str = ""
+    """model folder; empty: train.py's warm-started tiny default"""
+    free_length: bool = False
+    """let completions stop at EOS (lengths then differ)"""
+    trl: bool = False
+    """add TRL's GRPOTrainer and RLOOTrainer rows"""
+    trl_venv: str = "runs/trl-venv"
+    """virtual environment for TRL (made if missing)"""
+    trl_spec: str = "trl"
+    """what pip installs there, e.g. trl==1.16.0"""
+    scaling: bool = False
+    """add the k, length and memory scaling runs"""
+    quick: bool = False
+    """few iterations and smaller scaling grids: a smoke run (3 iterations, 1 warm-up, 1 repeat)"""
+    out: str = "runs/bench"
+    """report, results and logs (relative: to the repository)"""
+
+
+def parse_args(argv=None) -> Args:
+    """The CLI from `Args` (cli.py); --quick then sets the iteration counts."""
+    args = Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv)))
     if args.quick:
         args.iterations, args.warmup, args.repeats = 3, 1, 1
     if (args.prompts * args.k) % min(args.micro_batch, args.prompts * args.k):
-        p.error("--prompts x --k must be a multiple of --micro-batch (TRL's gradient accumulation needs it)")
+        raise SystemExit(f"--prompts {args.prompts} x --k {args.k} must be a multiple of --micro-batch "
+                         f"{args.micro_batch} (TRL's gradient accumulation needs it)")
     return args
 
 
@@ -84,7 +109,6 @@ def parse():
 
 def prepare(args) -> tuple[str, str]:
     """The model folder and a JSON file of the prompts (and answers) of every iteration, in order."""
-    sys.path.insert(0, ROOT)
     import train                                      # the project's own data path, so the prompts are the loop's
     flags = ["--prompts", str(args.prompts)] + (["--policy", args.policy] if args.policy else [])
     targs = train.parse_args(flags)
@@ -290,7 +314,7 @@ ROW_FLOOR, ROW_GRPO, ROW_TRL_RLOO = "bare model.generate (floor)", "TRL GRPOTrai
 # ----------------------------------------------------------------------------- main
 
 def main():
-    args = parse()
+    args = parse_args()
     os.chdir(ROOT)                                    # relative paths (--out, --trl-venv, runs/cache) are the repo's
     args.out = os.path.abspath(args.out)
     for sub in ("results", "logs", "runs"):

@@ -22,7 +22,6 @@ the input tensors built before the clock starts: the floor for the generation ph
 
 The result is a JSON file: per-iteration times and the memory marks. Linux only (/proc).
 """
-import argparse
 import copy
 import json
 import math
@@ -30,8 +29,35 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402
+
+MODES = ("ours", "generate")
+
+
+@dataclass
+class Args:
+    mode: str
+    """ours (train.main on the flags after --) or generate (the bare model.generate floor)"""
+    result: str
+    """JSON file to write"""
+    free_length: bool = False
+    """let completions stop at EOS (false: every completion is forced to its full length)"""
+    policy: str = ""
+    """generate: model folder"""
+    prompts_file: str = ""
+    """generate: JSON {prompts: [[text, ...] per iteration]}"""
+    k: int = 4
+    """generate: completions per prompt"""
+    max_new_tokens: int = 40
+    """generate: completion length"""
+    temperature: float = 1.0
+    """generate: sampling temperature"""
+    iterations: int = 10
+    """generate: iterations (one generate call each)"""
 
 
 # ----------------------------------------------------------------------------- memory marks
@@ -93,9 +119,8 @@ class GenerateClock:
 
 # ----------------------------------------------------------------------------- modes
 
-def run_ours(opts, train_flags: list) -> dict:
+def run_ours(opts: Args, train_flags: list) -> dict:
     """train.main on the given flags, one record per iteration."""
-    sys.path.insert(0, ROOT)
     import rollout
     import train
     clock = GenerateClock(not opts.free_length)
@@ -138,7 +163,7 @@ def run_ours(opts, train_flags: list) -> dict:
     return {"iterations": records, **marks, "method": args.method}
 
 
-def run_generate(opts) -> dict:
+def run_generate(opts: Args) -> dict:
     """A bare `model.generate` per iteration on the same prompts, k and length as the loop."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -167,19 +192,12 @@ def run_generate(opts) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=("ours", "generate"))
-    p.add_argument("--result", required=True, help="JSON file to write")
-    p.add_argument("--free-length", action="store_true", help="let completions stop at EOS (default: forced length)")
-    p.add_argument("--policy", help="generate: model folder")
-    p.add_argument("--prompts-file", help="generate: JSON {prompts: [[text, ...] per iteration]}")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--iterations", type=int, default=10)
     argv = sys.argv[1:]
     train_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    opts = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    parser = cli.dataclass_parser(Args, __doc__.split("\n\n")[0], positional=("mode",))
+    opts = Args(**vars(parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)))
+    if opts.mode not in MODES:
+        raise SystemExit(f"mode {opts.mode!r}: expected one of {', '.join(MODES)}")
     os.chdir(ROOT)
     result = run_ours(opts, train_flags) if opts.mode == "ours" else run_generate(opts)
     with open(opts.result, "w") as f:

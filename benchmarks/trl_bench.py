@@ -24,11 +24,11 @@ Per step (TrainerCallback, on_step_begin to on_step_end): wall time, time inside
 time inside `_generate_and_score_completions` (generation plus rewards, old log-probs, padding),
 and the peak RSS, its mark reset at on_train_begin.
 """
-import argparse
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,8 +40,37 @@ import trl                                                      # noqa: E402
 from datasets import Dataset                                    # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
+import cli                                                      # noqa: E402
 import tasks                                                    # noqa: E402
 from speed_worker import GenerateClock, reset_peak, rss_mb      # noqa: E402
+
+
+@dataclass
+class Args:
+    trainer: str
+    """grpo (GRPOTrainer) or rloo (RLOOTrainer)"""
+    policy: str
+    """model and tokenizer folder"""
+    prompts_file: str
+    """JSON {prompts, answers}: lists per iteration"""
+    result: str
+    """JSON file to write"""
+    k: int = 4
+    """completions per prompt (num_generations)"""
+    max_new_tokens: int = 40
+    """completion length (max_completion_length)"""
+    lr: float = 1e-5
+    """learning rate"""
+    micro_batch: int = 64
+    """completions per forward/backward pass (per_device_train_batch_size)"""
+    iterations: int = 12
+    """optimizer steps (warm-up included)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    free_length: bool = False
+    """let completions stop at EOS (false: every completion is forced to its full length)"""
+    out: str = "runs/bench/trl"
+    """TRL's output_dir (no checkpoints are saved)"""
 
 
 class StepTimer(TrainerCallback):
@@ -67,20 +96,8 @@ class StepTimer(TrainerCallback):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trainer", choices=("grpo", "rloo"), required=True)
-    p.add_argument("--policy", required=True, help="model and tokenizer folder")
-    p.add_argument("--prompts-file", required=True, help="JSON {prompts, answers}: lists per iteration")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--micro-batch", type=int, default=64)
-    p.add_argument("--iterations", type=int, default=12, help="optimizer steps (warm-up included)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--free-length", action="store_true")
-    p.add_argument("--out", default="runs/bench/trl")
-    p.add_argument("--result", required=True)
-    opts = p.parse_args()
+    opts = Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args()))
+    cli.check_choices(opts, {"trainer": ("grpo", "rloo")})
     os.chdir(ROOT)
 
     with open(opts.prompts_file) as f:

@@ -19,37 +19,59 @@ batch's prompts to OUT.done (one JSON string per line). Run the same command aga
 interruption: prompts found in either file are skipped, and a line torn by the interruption is
 cut off first. A resumed run draws different random numbers than an uninterrupted one would.
 """
-import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cli    # noqa: E402
 import tasks  # noqa: E402
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", required=True, help="a task of tasks.py (gsm8k, math, eurus-math, jsonl, ...)")
-    p.add_argument("--split", default="train", choices=["train", "test"], help="which of the task's splits")
-    p.add_argument("--data", default="", help="that split's source, not the task's default (hub id, folder, file)")
-    p.add_argument("--n", type=int, default=0, help="a seeded subset of this many prompts (0: all)")
-    p.add_argument("--source", default="model", choices=["gold", "model"], help="gold solutions or rejection sampling")
-    p.add_argument("--model", default="", help="HF name or path of the sampling model (--source model)")
-    p.add_argument("--k", type=int, default=4, help="samples per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="completion length limit")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
-    p.add_argument("--batch", type=int, default=8, help="prompts per generate call")
-    p.add_argument("--keep", type=int, default=0, help="at most this many accepted samples per prompt (0: all)")
-    p.add_argument("--prompt-style", default="auto", choices=tasks.PROMPT_STYLES, help="chat template or plain")
-    p.add_argument("--max-prompt-tokens", type=int, default=0, help="skip (and report) longer prompts (0: no limit)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of sampling")
-    p.add_argument("--out", required=True, help="the JSONL file to write (appended to with --source model)")
-    return p.parse_args(argv)
+@dataclass
+class Args:
+    task: str
+    """a task of tasks.py (gsm8k, math, eurus-math, jsonl, ...)"""
+    out: str
+    """the JSONL file to write (appended to with --source model)"""
+    split: str = "train"
+    """which of the task's splits: train or test"""
+    data: str = ""
+    """that split's source, not the task's default (hub id, folder, file)"""
+    n: int = 0
+    """a seeded subset of this many prompts (0: all)"""
+    source: str = "model"
+    """gold (the data set's own solutions) or model (rejection sampling)"""
+    model: str = ""
+    """HF name or path of the sampling model (--source model)"""
+    k: int = 4
+    """samples per prompt"""
+    max_new_tokens: int = 1024
+    """completion length limit"""
+    temperature: float = 1.0
+    """sampling temperature (0: greedy)"""
+    batch: int = 8
+    """prompts per generate call"""
+    keep: int = 0
+    """at most this many accepted samples per prompt (0: all)"""
+    prompt_style: str = "auto"
+    """prompt template: auto (the chat template when the tokenizer has one), chat or plain"""
+    max_prompt_tokens: int = 0
+    """skip (and report) longer prompts (0: no limit)"""
+    seed: int = 0
+    """seed of the subset and of sampling"""
+
+
+def parse_args(argv=None) -> Args:
+    """The CLI from `Args` (cli.py), its choices checked."""
+    args = Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args(argv)))
+    cli.check_choices(args, {"split": ("train", "test"), "source": ("gold", "model"),
+                             "prompt_style": tasks.PROMPT_STYLES})
+    return args
 
 
 def record(ex, response: str) -> str:
