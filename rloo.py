@@ -94,9 +94,13 @@ def advantages(r_o: torch.Tensor, r: torch.Tensor, completion_mask: torch.Tensor
         adv = adv + ent_coef * A_h * mask                                       # (N, T)
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
+        all_fail = (r_o.view(G, k) <= 0).all(1).repeat_interleave(k)            # (N,) groups with no outcome signal
+        m_fail = mask[all_fail]                                                 # (n_fail, T)
         stats = {"policy/adv_outcome_abs": A_o.abs().mean().item(),
                  "policy/adv_process_abs": ((alpha * A_p).abs() * mask).sum().item() / n.item(),
-                 "policy/zero_adv_groups": (r_o.view(G, k).std(1) == 0).float().mean().item()}
+                 "policy/zero_adv_groups": (r_o.view(G, k).std(1) == 0).float().mean().item(),
+                 "policy/all_fail_groups": all_fail.float().mean().item(),
+                 "policy/adv_all_fail_abs": (adv[all_fail].abs() * m_fail).sum().item() / max(m_fail.sum().item(), 1)}
     return adv, stats
 
 

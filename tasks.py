@@ -129,6 +129,13 @@ class Arithmetic:
     def render(self, ex: Example, tokenizer=None) -> str:
         return ex.prompt + "\n"
 
+    @staticmethod
+    def stop_early(ex: Example) -> str:
+        """A careless teacher's trajectory: the expert's first step, then its value as the answer
+        ("37+25=62. Answer: 62"), which is wrong whenever more terms follow."""
+        first = ex.solution.split(". ")[0]
+        return f"{first}. Answer: {first.split('=')[1]}"
+
     def final_answer(self, completion: str) -> str | None:
         """The answer the reward reads: N of a last 'Answer: N' (None: there is none)."""
         match = ANSWER_RE.search(completion.strip())

@@ -45,6 +45,7 @@ Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
 2. The PRM step recomputes R_phi under grad in micro-batches after a no-grad pass (the weights need
    the whole batch), so memory is bounded by the micro-batch; the gradient is exactly Eqn 5's.
 """
+import dataclasses
 import functools
 import hashlib
 import json
@@ -114,7 +115,7 @@ class Args:
     """arithmetic: numbers per problem"""
     lo: int = 1
     """arithmetic: smallest number"""
-    hi: int = 30
+    hi: int = 9
     """arithmetic: largest number"""
     n_test: int = 200
     """held-out prompts for the final accuracy"""
@@ -125,6 +126,8 @@ class Args:
     """peak learning rate of the warm start's behaviour cloning (--method bc in the loop uses --lr, as every method)"""
     bc_batch: int = 64
     """expert trajectories per behaviour-cloning step of the warm start"""
+    bc_stop_early: float = 0.9
+    """tiny default: fraction of the warm start's demonstrations that stop after the first step (a careless teacher)"""
 
     iterations: int = 150
     """iterations of Algorithm 1"""
@@ -153,7 +156,7 @@ class Args:
     bf16: bool = False
     """run model forward passes under bfloat16 autocast (weights, optimiser states and log-softmax stay float32)"""
 
-    prm_lr: float = 1e-4
+    prm_lr: float = 1e-3
     """PRM learning rate (AdamW)"""
     reduce: str = "sum"
     """R_phi(tau) from token rewards: sum | mean"""
@@ -180,9 +183,9 @@ class Args:
     gae_lambda: float = 1.0
     """--estimator ppo: lambda of GAE (gamma is 1); 1: reward-to-go minus V(s_t), 0: one-step TD error"""
 
-    lr: float = 1e-5
+    lr: float = 3e-5
     """policy learning rate (AdamW)"""
-    alpha: float = 0.1
+    alpha: float = 1.0
     """weight of the process reward next to the outcome reward"""
     estimator: str = "rloo"
     """advantage baseline: rloo | grpo | reinforce | ppo (GAE on a learned critic)"""
@@ -211,6 +214,8 @@ class Args:
     """stop after this many iterations in a row with a non-finite gradient (each skipped, never applied)"""
     log_samples: int = 2
     """rollouts per iteration written to samples.jsonl"""
+    eval_every: int = 25
+    """held-out greedy accuracy every this many iterations, logged as eval/accuracy (0: at the start and end only)"""
 
 
 def parse_args(argv=None) -> Args:
@@ -226,7 +231,8 @@ CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts
            "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
             "oversample": 1, "micro_batch": 1, "micro_batch_tokens": 1, "ppo_epochs": 1, "minibatches": 1,
-            "bc_steps": 0, "bc_batch": 1, "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "alpha": 0,
+            "bc_steps": 0, "bc_batch": 1, "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "eval_every": 0,
+            "bc_stop_early": 0, "alpha": 0,
             "ent_coef": 0, "kl_coef": 0, "mc_rollouts": 0, "mc_n": 1, "critic_lr": 0, "gae_lambda": 0}
 POSITIVE = ("temperature", "lr", "prm_lr", "bc_lr", "clip", "grad_clip", "prm_grad_clip", "prime_beta")
 
@@ -247,6 +253,8 @@ def check_args(args: Args):
     for name in POSITIVE:
         if not getattr(args, name) > 0:
             raise SystemExit(f"{flag(name)} {getattr(args, name)}: expected > 0")
+    if args.bc_stop_early > 1:
+        raise SystemExit(f"--bc-stop-early {args.bc_stop_early}: expected a fraction in [0, 1]")
     if args.estimator == "rloo" and args.k < 2:
         raise SystemExit(f"--k {args.k}: RLOO needs at least 2 rollouts per prompt")
     if args.prompts % WORLD:
@@ -878,8 +886,10 @@ def check_prm_tokenizer(args: Args, tok):
 
 def warm_start(args: Args, task) -> str:
     """The tiny default policy: behaviour cloning from scratch for `bc_steps`, cached by its settings."""
-    key = json.dumps({k: getattr(args, k) for k in ("task", "data", "expert", "n_terms", "lo", "hi", "seed",
-                                                   "bc_steps", "bc_lr", "bc_batch")}, sort_keys=True)
+    stop_early = args.bc_stop_early if hasattr(task, "stop_early") else 0.0    # only the arithmetic task has one
+    settings = {k: getattr(args, k) for k in ("task", "data", "expert", "n_terms", "lo", "hi", "seed", "bc_steps",
+                                              "bc_lr", "bc_batch")} | ({"bc_stop_early": stop_early} if stop_early else {})
+    key = json.dumps(settings, sort_keys=True)
     path = os.path.join(args.cache, "tiny-bc-" + hashlib.sha256(key.encode()).hexdigest()[:12])
     if os.path.isdir(path):
         print0(f"warm start: reusing {path}")
@@ -891,8 +901,11 @@ def warm_start(args: Args, task) -> str:
     rng = random.Random(f"bc/{args.seed}")
     bar = tqdm(range(args.bc_steps), desc="warm start (behaviour cloning)", disable=RANK != 0)
     for step in bar:
-        examples = rng.choices(task.train, k=args.bc_batch)[RANK::WORLD]
-        stats = bc_step(policy, opt, expert_batch(tok, task, examples).to(DEVICE), args, grad_clip=1.0)
+        examples = rng.choices(task.train, k=args.bc_batch)
+        if stop_early:                                                          # the careless teacher's share
+            examples = [dataclasses.replace(ex, solution=task.stop_early(ex)) if rng.random() < stop_early else ex
+                        for ex in examples]
+        stats = bc_step(policy, opt, expert_batch(tok, task, examples[RANK::WORLD]).to(DEVICE), args, grad_clip=1.0)
         sched.step()
         bar.set_postfix(nll=f"{stats['bc/nll']:.3f}")
     if RANK == 0:
@@ -1088,11 +1101,13 @@ def main(args: Args):
             stats |= s | policy_update(policy, opt, rolls, logp_old, adv, policy_ref, args)
         t_total = time.time() - t0
 
-        # 5) log
+        # 5) log (and, every --eval-every iterations, held-out greedy accuracy)
         n_tokens = all_sum(rolls.completion_mask.sum().float()).item()
         stats |= {"iteration": it + 1, "time/rollout": t_rollout, "time/prm": t_prm, "time/score": t_score,
                   "time/policy": t_total - t_rollout - t_prm - t_score, "time/iteration": t_total,
                   "rollout/tokens_per_s": n_tokens / t_total}
+        if args.eval_every and ((it + 1) % args.eval_every == 0 or it + 1 == args.iterations):
+            stats["eval/accuracy"] = greedy_accuracy(policy, tok, task, task.test, args)
         log(args, it, stats, rolls, r_o)
         bad = bad + 1 if any(k.endswith("grad_norm") and math.isnan(v) for k, v in stats.items()) else 0
         if bad >= args.max_bad_steps:
@@ -1108,15 +1123,17 @@ def main(args: Args):
             print0(f"SIGTERM: saved iteration {it + 1}; continue with --resume")
             raise SystemExit(143)
 
-    acc_end = greedy_accuracy(policy, tok, task, task.test, args)
+    last = stats.get("eval/accuracy") if start < args.iterations else None   # measured after the last iteration
+    acc_end = greedy_accuracy(policy, tok, task, task.test, args) if last is None else last
     auc = prm_auc(policy, prm, tok, task, task.test[:64], args) if args.method in ("repirl", "prm-only") else float("nan")
     summary = {"eval/accuracy_start": acc_start, "eval/accuracy_end": acc_end, "eval/prm_auc": auc}
     if RANK == 0:
         with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(summary) + "\n")
-    print0(f"\n| {'held-out greedy accuracy':<28} | {'value':>7} |\n|{'-' * 30}|{'-' * 9}|")
-    print0(f"| {'warm start':<28} | {acc_start:7.3f} |\n| {args.method + ' (trained)':<28} | {acc_end:7.3f} |")
-    print0(f"| {'PRM AUC (correct vs wrong)':<28} | {auc:7.3f} |")
+    rows = [("warm start", f"{acc_start:7.3f}"), (f"{args.method} (trained)", f"{acc_end:7.3f}"),
+            ("gain", f"{acc_end - acc_start:+7.3f}"), ("PRM AUC (correct vs wrong)", f"{auc:7.3f}")]
+    print0(f"\n| {'held-out greedy accuracy':<28} | {'value':>7} |\n|{'-' * 30}|{'-' * 9}|\n"
+           + "\n".join(f"| {name:<28} | {value} |" for name, value in rows))
     if WORLD > 1:
         dist.barrier()                      # no rank tears its sockets down while another is still writing or talking
         dist.destroy_process_group()
@@ -1128,8 +1145,9 @@ def log(args, it, stats, rolls, r_o):
     if RANK != 0:
         return
     keys = ["rollout/accuracy", "irl/loss", "irl/ess", "policy/loss", "policy/entropy", "policy/clip_frac",
-            "rollout/tokens_per_s"]
-    print0(f"it {it + 1:4d} | " + " ".join(f"{k.split('/')[1]} {stats[k]:.3g}" for k in keys if k in stats))
+            "rollout/tokens_per_s", "eval/accuracy"]
+    print0(f"it {it + 1:4d} | " + " ".join(f"{k.replace('eval/', 'held-out ').split('/')[-1]} {stats[k]:.3g}"
+                                           for k in keys if k in stats))
     with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(stats) + "\n")
     with open(os.path.join(args.out, "samples.jsonl"), "a") as f:

@@ -1,26 +1,34 @@
 """Every method of the papers on equal footing: same warm start, prompts, rollouts, budget and seeds.
 
 Trains each method with train.py (one subprocess per method and seed, so nothing leaks between
-runs), then prints and saves a table shaped like rePIRL's Table 2: held-out greedy accuracy as
-mean and standard deviation over seeds, with the wall time per run.
+runs), then prints and saves a table shaped like rePIRL's Table 2: held-out greedy accuracy and its
+change from each seed's warm start, as mean and standard deviation over seeds, beside the signal
+the outcome reward cannot give (the share of groups whose k rollouts all fail, early and late), the
+PRM's AUC and the wall time per run.
 
-    python benchmarks/compare.py                 # 3 seeds, the default budget (tens of minutes on 2 CPU cores)
-    python benchmarks/compare.py --quick         # 1 seed, 20 iterations: a smoke run in minutes
-    python benchmarks/compare.py --extra "--n-terms 4"   # a harder setting, same flags for every method
-    python benchmarks/compare.py --methods bc,rloo,repirl   # some rows only
+    python benchmarks/compare.py --methods bc,rloo,repirl,repirl-paper   # the README's comparison (3 seeds, ~30 min on 2 CPU cores)
+    python benchmarks/compare.py                              # every method (hours on 2 CPU cores)
+    python benchmarks/compare.py --quick                      # 1 seed, 20 iterations: a smoke run in minutes
+    python benchmarks/compare.py --extra "--n-terms 4"        # another setting, same flags for every method
 
-The table goes to <out>/table.md and every run's final metrics to <out>/results.json. A run that
-finished (its <out>/<method>/seed<S>/compare.json) is not run again: a killed comparison resumes.
+The table goes to <out>/table.md, every run's final metrics to <out>/results.json, and
+<out>/report.html draws held-out accuracy and the all-fail share against iteration for every
+method (mean over seeds, each seed faint). A run that finished (its <out>/<method>/seed<S>/compare.json)
+is not run again: a killed comparison resumes.
 """
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402  (the project's modules live one folder up)
+import report  # noqa: E402
+
 METHODS = {                                       # key -> (row name, train.py flags)
     "bc": ("behaviour cloning (bc)", ["--method", "bc"]),
     "rloo": ("RLOO, outcome only", ["--method", "rloo"]),
@@ -33,68 +41,105 @@ METHODS = {                                       # key -> (row name, train.py f
     "grpo": ("rePIRL, GRPO advantages (T3)", ["--method", "repirl", "--estimator", "grpo"]),
     "reinforce": ("rePIRL, REINFORCE (T3)", ["--method", "repirl", "--estimator", "reinforce"]),
     "repirl-ppo": ("rePIRL, PPO with a critic (GAE)", ["--method", "repirl", "--estimator", "ppo"]),
+    "repirl-paper": ("rePIRL, the paper's alpha 0.1 and PRM lr 1e-4", ["--method", "repirl", "--alpha", "0.1",
+                                                                       "--prm-lr", "1e-4"]),
     "repirl": ("rePIRL", ["--method", "repirl"]),
 }
 
 
-def run(name: str, flags: list, seed: int, args) -> dict:
-    """One finished train.py run: its final metrics and wall time, from <out>/compare.json when an
-    earlier invocation with the same command finished it (so a killed comparison resumes)."""
-    out = os.path.join(args.out, name.split(" (")[0].replace(" ", "_").replace(",", ""), f"seed{seed}")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *flags, "--seed", str(seed), "--out", out,
-           "--iterations", str(args.iterations), *args.extra.split()]
+@dataclass
+class Args:
+    seeds: int = 3
+    """seeds 0 .. seeds-1 of every method"""
+    iterations: int = 150
+    """iterations of every run"""
+    extra: str = ""
+    """flags passed to every train.py run, e.g. "--n-terms 4" """
+    methods: str = ",".join(METHODS)
+    """comma-separated keys of the rows to run, in this order"""
+    out: str = "runs/compare"
+    """where runs, table.md, results.json and report.html go"""
+    quick: bool = False
+    """1 seed, 20 iterations"""
+    early: int = 25
+    """the table also gives held-out accuracy after this many iterations (a multiple of train.py's --eval-every)"""
+
+
+def run(key: str, seed: int, a: Args) -> dict:
+    """One finished train.py run: its final metrics, wall time and per-iteration records, read from
+    <out>/compare.json when an earlier invocation with the same command finished it."""
+    out = os.path.join(a.out, key, f"seed{seed}")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *METHODS[key][1], "--seed", str(seed), "--out", out,
+           "--iterations", str(a.iterations), *a.extra.split()]
     done = os.path.join(out, "compare.json")
     if os.path.exists(done):
         with open(done) as f:
             record = json.load(f)
         if record["cmd"] == cmd[1:]:
-            return record["final"]
+            return record["final"] | {"curve": read_curve(out)}
     start = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         final = json.loads(f.readlines()[-1]) | {"wall_s": time.time() - start}
     with open(done, "w") as f:
         json.dump({"cmd": cmd[1:], "final": final}, f)
-    return final
+    return final | {"curve": read_curve(out)}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--iterations", type=int, default=150)
-    p.add_argument("--extra", default="", help="flags passed to every train.py run")
-    p.add_argument("--out", default="runs/compare")
-    p.add_argument("--quick", action="store_true", help="1 seed, 20 iterations")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated keys of the rows to run")
-    args = p.parse_args()
-    unknown = set(args.methods.split(",")) - set(METHODS)
+def read_curve(out: str) -> list:
+    """The per-iteration records of a run's metrics.jsonl, after one for iteration 0 (the warm start)."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    start = next(r["eval/accuracy_start"] for r in records if "eval/accuracy_start" in r)
+    return [{"iteration": 0, "eval/accuracy": start}] + [r for r in records if "iteration" in r]
+
+
+def mean_sd(xs: list, sign: str = "") -> str:
+    return f"{statistics.mean(xs):{sign}.3f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
+
+
+def all_fail_share(curve: list, first: bool, window: int = 25) -> float:
+    """Mean share of all-fail groups over the first (or last) `window` iterations; nan for bc (no groups scored)."""
+    xs = [r["policy/all_fail_groups"] for r in curve if "policy/all_fail_groups" in r]
+    xs = xs[:window] if first else xs[-window:]
+    return statistics.mean(xs) if xs else float("nan")
+
+
+def table(results: dict, a: Args) -> str:
+    lines = [f"| method | held-out accuracy at iteration {a.early} | held-out accuracy at the end (mean +- sd) | "
+             "change from the warm start | all-fail groups, first 25 / last 25 iterations | PRM AUC | wall s / run |",
+             "|---|---|---|---|---|---|---|"]
+    for key, rs in results.items():
+        early = [next((r["eval/accuracy"] for r in run["curve"] if r["iteration"] == a.early), float("nan")) for run in rs]
+        acc = [r["eval/accuracy_end"] for r in rs]
+        gain = [r["eval/accuracy_end"] - r["eval/accuracy_start"] for r in rs]     # seeds' warm starts differ
+        auc = [r["eval/prm_auc"] for r in rs if r["eval/prm_auc"] == r["eval/prm_auc"]]   # nan: no PRM
+        fails = [statistics.mean(all_fail_share(r["curve"], first) for r in rs) for first in (True, False)]
+        fail_text = "-" if fails[0] != fails[0] else f"{fails[0]:.2f} / {fails[1]:.2f}"
+        lines.append(f"| {METHODS[key][0]} | {mean_sd(early)} | {mean_sd(acc)} | {mean_sd(gain, '+')} | {fail_text} | "
+                     f"{statistics.mean(auc) if auc else float('nan'):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} |")
+    starts = [r["eval/accuracy_start"] for rs in results.values() for r in rs[:a.seeds]]
+    return "\n".join(lines + [f"\nwarm starts {', '.join(f'{s:.3f}' for s in starts[:a.seeds])} (seeds 0-{a.seeds - 1}); "
+                              f"{a.iterations} iterations; extra flags: {a.extra or 'none'}"])
+
+
+def main(a: Args):
+    unknown = set(a.methods.split(",")) - set(METHODS)
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
-    if args.quick:
-        args.seeds, args.iterations = 1, 20
-    results = {METHODS[key][0]: [run(*METHODS[key], s, args) for s in range(args.seeds)]
-               for key in args.methods.split(",")}                             # in the order given
-    lines = ["| method | held-out accuracy (mean +- sd) | change from the warm start (mean +- sd) | PRM AUC | "
-             "wall s / run |", "|---|---|---|---|---|"]
-    for name, rs in results.items():
-        acc = [r["eval/accuracy_end"] for r in rs]
-        gain = [r["eval/accuracy_end"] - r["eval/accuracy_start"] for r in rs]   # seeds' warm starts differ
-        sd, gain_sd = (statistics.stdev(acc), statistics.stdev(gain)) if len(acc) > 1 else (0.0, 0.0)
-        auc = [r["eval/prm_auc"] for r in rs if r["eval/prm_auc"] == r["eval/prm_auc"]]   # nan: no PRM
-        auc_text = f"{statistics.mean(auc):.3f}" if auc else "-"
-        wall = statistics.mean(r["wall_s"] for r in rs)
-        lines.append(f"| {name} | {statistics.mean(acc):.3f} +- {sd:.3f} | {statistics.mean(gain):+.3f} +- {gain_sd:.3f} "
-                     f"| {auc_text} | {wall:.0f} |")
-    start = statistics.mean(r["eval/accuracy_start"] for rs in results.values() for r in rs)
-    table = "\n".join(lines + [f"\nwarm start: {start:.3f}; {args.seeds} seed(s), {args.iterations} iterations; "
-                               f"extra flags: {args.extra or 'none'}"])
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(table)
+    if a.quick:
+        a.seeds, a.iterations = 1, 20
+    results = {key: [run(key, s, a) for s in range(a.seeds)] for key in a.methods.split(",")}   # in the order given
+    text = table(results, a)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "table.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({key: [{k: v for k, v in r.items() if k != "curve"} for r in rs] for key, rs in results.items()}, f, indent=1)
+    with open(os.path.join(a.out, "report.html"), "w") as f:
+        f.write(report.comparison_html({METHODS[key][0]: [r["curve"] for r in rs] for key, rs in results.items()}, text))
+    print(text)
 
 
 if __name__ == "__main__":
-    main()
+    main(Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args())))

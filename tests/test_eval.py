@@ -14,6 +14,7 @@ import torch
 
 import eval as ev
 import prm as prm_lib
+import report
 import rollout
 import tasks
 import tiny
@@ -202,17 +203,17 @@ def balanced(text: str) -> Balance:
     return parser
 
 
-def hostile_trace(correct: bool) -> ev.Trace:
+def hostile_trace(correct: bool) -> report.Trace:
     """Multi-character tokens (as BPE makes them), so a missing escape would emit a whole tag."""
     pieces = ["1+2=3. ", "<script>", "alert('x')", "</script>", " & ", "3+1=4.\n", "Answer", ": 4", ""]
-    return ev.Trace(prompt="What is <script>1+2+1</script>?", pieces=pieces, r=[math.sin(i) for i in range(len(pieces))],
+    return report.Trace(prompt="What is <script>1+2+1</script>?", pieces=pieces, r=[math.sin(i) for i in range(len(pieces))],
                     steps=prm_lib.token_steps(pieces), label="<b>label</b>", correct=correct, first_wrong=None if correct else 1)
 
 
 def test_heatmap_page_is_well_formed_and_escapes_the_trace():
     pairs = [(hostile_trace(True), hostile_trace(False)), (None, hostile_trace(False))]
     for gamma in (0.0, 0.9):
-        doc = ev.page("traces <x>", ev.heatmap_table(pairs, ("correct", "wrong"), gamma))
+        doc = report.page("traces <x>", report.heatmap_table(pairs, ("correct", "wrong"), gamma))
         parser = balanced(doc)
         assert parser.tags["script"] == 0 and parser.tags["b"] == 0
         assert "&lt;script&gt;" in doc and "<script" not in doc.lower()
@@ -223,8 +224,8 @@ def test_heatmap_page_is_well_formed_and_escapes_the_trace():
 
 
 def test_reward_to_go_is_discounted():
-    assert ev.reward_to_go([1.0, 0.0, 2.0], 0.5) == [1.5, 1.0, 2.0]
-    assert ev.reward_to_go([1.0, 2.0], 0.0) == [1.0, 2.0]
+    assert report.reward_to_go([1.0, 0.0, 2.0], 0.5) == [1.5, 1.0, 2.0]
+    assert report.reward_to_go([1.0, 2.0], 0.0) == [1.0, 2.0]
 
 
 def write_metrics(path, accuracy):
@@ -246,7 +247,7 @@ def svgs(fragment: str) -> dict:
 
 def test_training_curves_draw_one_polyline_point_per_iteration(tmp_path):
     write_metrics(tmp_path / "metrics.jsonl", [0.0, 0.5, 1.0])
-    html_fragment = ev.training_curves(str(tmp_path / "metrics.jsonl"))
+    html_fragment = report.training_curves(str(tmp_path / "metrics.jsonl"))
     balanced(html_fragment)
     charts = svgs(html_fragment)
     assert set(charts) == {"rollout/accuracy", "policy/entropy"}                 # no chart for absent metrics
@@ -256,11 +257,11 @@ def test_training_curves_draw_one_polyline_point_per_iteration(tmp_path):
     assert len(points) == 3
     assert points[0][0] < points[1][0] < points[2][0]                            # iterations left to right
     assert points[0][1] > points[1][1] > points[2][1]                            # higher accuracy is higher up
-    assert ev.training_curves(str(tmp_path / "missing.jsonl")) == ""
+    assert report.training_curves(str(tmp_path / "missing.jsonl")) == ""
 
 
 def test_svg_chart_breaks_lines_at_missing_values_and_escapes_names():
-    svg = ev.svg_chart([{"name": "a<b", "x": [0, 1, 2, 3, 4], "y": [0.0, 1.0, None, 2.0, 3.0]},
+    svg = report.svg_chart([{"name": "a<b", "x": [0, 1, 2, 3, 4], "y": [0.0, 1.0, None, 2.0, 3.0]},
                         {"name": "c", "x": [0, 1], "y": [float("nan"), 5.0]}], "t & u")
     root = ET.fromstring(svg)
     lines = root.findall("{http://www.w3.org/2000/svg}polyline")

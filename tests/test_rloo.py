@@ -163,3 +163,15 @@ def test_value_loss_matches_brute_force_and_its_normaliser():
     loss, _ = rloo.value_loss(v_low, torch.zeros(1, 1), torch.full((1, 1), 2.0), torch.ones(1, 1, dtype=torch.bool))
     loss.backward()
     assert abs(loss.item() - 0.5 * 1.8 ** 2) < 1e-6 and v_low.grad.item() == 0.0   # pessimistic branch: no gradient
+
+
+def test_all_fail_statistics_count_only_groups_without_a_success():
+    r_o = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])                    # k=2: all-fail, mixed, all-fail
+    r = torch.tensor([[1.0, 2.0], [0.0, -1.0], [0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1], [1, 1], [0, 1]], dtype=torch.bool)
+    adv, stats = rloo.advantages(r_o, r, mask, k=2, alpha=0.5)
+    fail = torch.tensor([True, True, False, False, True, True])
+    brute = (adv[fail].abs() * mask[fail]).sum() / mask[fail].sum()        # mean |A| over all-fail tokens
+    assert abs(stats["policy/all_fail_groups"] - 2 / 3) < 1e-6
+    assert abs(stats["policy/adv_all_fail_abs"] - brute.item()) < 1e-6 and brute > 0
+    assert (adv[2:4] != 0).any()                                           # the mixed group has an outcome signal

@@ -430,3 +430,12 @@ def test_named_group_filters_split_all_fail_from_the_rest():
     keep = {name: tasks.filter_groups(r_o, 4, *rng) for name, rng in tasks.GROUP_FILTERS.items()}
     assert keep == {"off": [True, True, True], "mixed": [False, True, False],
                     "some-correct": [False, True, True], "all-fail": [True, False, False]}
+
+
+def test_the_careless_teacher_answers_after_the_first_step():
+    task = tasks.Arithmetic(n_terms=3, lo=1, hi=9, n_test=5, seed=0)
+    ex = tasks.Example(id="3+4-5", prompt="What is 3+4-5?", answer="2", solution="3+4=7. 7-5=2. Answer: 2")
+    assert task.stop_early(ex) == "3+4=7. Answer: 7"
+    assert task.reward(task.stop_early(ex), ex) == 0.0 and task.reward(ex.solution, ex) == 1.0
+    for ex in task.test:                                                   # the expert's own first step, always
+        assert task.stop_early(ex).split(". ")[0] == ex.solution.split(". ")[0]
