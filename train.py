@@ -941,11 +941,13 @@ def optimizer_state(model, opt) -> dict | None:
 
 def load_optimizer(model, opt, saved: dict):
     """Load what `optimizer_state` wrote, or a plain `opt.state_dict()` keyed by position (the warm start's),
-    into `opt`; every rank keeps its shard."""
+    into `opt`; every rank keeps its shard. A group's entries `opt` does not have are dropped: the warm
+    start's learning-rate schedule added `initial_lr` to its groups, which torch's loader would look up."""
     if saved["param_groups"][0]["params"] and isinstance(saved["param_groups"][0]["params"][0], int):
         names = [name for name, _ in model.named_parameters()]                 # the order opt was built in
         saved = {"state": {names[i]: s for i, s in saved["state"].items()},
-                 "param_groups": [g | {"params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
+                 "param_groups": [{k: v for k, v in g.items() if k in opt.param_groups[0]}
+                                  | {"params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
     set_optimizer_state_dict(model, opt, saved, options=StateDictOptions(full_state_dict=True))
 
 
