@@ -691,6 +691,16 @@ def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
     return merge_stats(stats, "policy/loss") | {"policy/grad_norm": grad_norm}
 
 
+def method_rewards(args, r_o: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """4) The two parts of the policy's return, per method: the outcome reward and the weight alpha of the
+    process reward (Algorithm 1, step 7: r_o + alpha r_phi). `rloo`: the outcome alone (alpha 0);
+    `prm-only`: the process reward alone (outcome 0, alpha 1; paper 4.4); every other method: both, alpha
+    = --alpha."""
+    outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o      # (N,)
+    alpha = 0.0 if args.method == "rloo" else (1.0 if args.method == "prm-only" else args.alpha)
+    return outcome, alpha
+
+
 def needs_old_logprobs(args) -> bool:
     """Whether anything reads log pi_old(a_t | s_t) before the policy's update: Eqn 5's importance
     weights, AIRL's reward, the entropy in the return, GAE's rewards, a reference-free PPO step after
@@ -1079,8 +1089,7 @@ def main(args: Args):
                      else torch.zeros(rolls.ids.shape, device=DEVICE))           # (N, T)
             t_prm, t_score = t2 - t1, time.time() - t2
             # 4) policy update (RLOO; --estimator ppo: GAE on the critic, which takes its own steps first)
-            outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o
-            alpha = 0.0 if args.method == "rloo" else (1.0 if args.method == "prm-only" else args.alpha)
+            outcome, alpha = method_rewards(args, r_o)
             in_return = args.entropy == "return"
             if critic is None:
                 adv, s = rloo.advantages(outcome, r_phi, rolls.completion_mask, args.k, alpha, args.estimator,
