@@ -897,7 +897,7 @@ def warm_start(args: Args, task) -> str:
     tok = tiny.build_tokenizer()
     policy = tiny.build_model(tok, seed=args.seed).to(DEVICE)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.bc_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / args.bc_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / max(1, args.bc_steps))))
     rng = random.Random(f"bc/{args.seed}")
     bar = tqdm(range(args.bc_steps), desc="warm start (behaviour cloning)", disable=RANK != 0)
     for step in bar:
