@@ -841,19 +841,26 @@ def load_task(args: Args):
             tok = AutoTokenizer.from_pretrained(args.policy) if args.policy else tiny.build_tokenizer()
             expert = tasks.load_expert(args.expert, task, tok, args.max_new_tokens, args.skip_bad)
             task.train = tasks.attach_expert(task.train, expert)
+        check_prompts(task, args, "a benchmark has no training split: give --data", "give --test-data or --n-test")
         pool = task.test if args.train_on == "test" else task.train
-        needed = args.prompts * (args.oversample if args.filter_groups != "off" else 1)
-        if len(pool) < needed:
-            raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
-                             f"iteration samples (a benchmark has no training split: give --data)")
         if needs_experts(args) and any(ex.solution is None for ex in pool):
             raise SystemExit(f"--task {args.task}: the data has no expert solutions; give --expert expert.jsonl "
                              f"(scripts/make_expert.py writes one)")
-        if not task.test:                                # reads (and checks) the test source now, not after training
-            raise SystemExit(f"--task {args.task}: no held-out prompts; give --test-data or --n-test")
     except ValueError as e:                              # a bad source or record: its one-line message
         raise SystemExit(str(e)) from None
     return task
+
+
+def check_prompts(task, args: Args, hint_pool: str, hint_test: str):
+    """Refuse a task with fewer prompts than an iteration samples, or no held-out prompts (reading, and so
+    checking, the test source now, not after training); `hint_*` say what to do."""
+    pool = task.test if args.train_on == "test" else task.train
+    needed = args.prompts * (args.oversample if args.filter_groups != "off" else 1)
+    if len(pool) < needed:
+        raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
+                         f"iteration samples ({hint_pool})")
+    if not task.test:
+        raise SystemExit(f"--task {args.task}: no held-out prompts ({hint_test})")
 
 
 RESUMABLE = ("out", "cache", "resume", "iterations", "save_every", "keep", "max_bad_steps", "log_samples",
@@ -1022,6 +1029,8 @@ def main(args: Args):
     check_prm_tokenizer(args, tok)
     if args.max_prompt_tokens:
         tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
+        hint = f"after dropping those over --max-prompt-tokens {args.max_prompt_tokens}"
+        check_prompts(task, args, hint, hint)
     policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
     if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
