@@ -125,6 +125,9 @@ MUTATIONS = [
              "[g\n                                  |",
              [LOOP + "test_warm_start_optimizer_state_loads_with_its_scheduler_entries",
               "tests/test_flags.py::test_flag_group_runs[rloo-warm-optimizer]"]),
+    Mutation("bc-steps-zero-divides", "the warm start's schedule divides by --bc-steps", "train.py",
+             "math.pi * s / max(1, args.bc_steps)", "math.pi * s / args.bc_steps",
+             [LOOP + "test_warm_start_of_zero_steps_is_the_initial_model"]),
     # input handling and reporting
     Mutation("prm-zero-fills-any-missing-weight", "load_prm zero-fills every missing weight silently", "prm.py",
              "if keys:\n            more", "if False:\n            more",

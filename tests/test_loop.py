@@ -9,7 +9,8 @@ rollouts: each wires its loss the way the method defines it.
 - one policy step (`train.policy_update`) raises the log-probability of a completion with a positive
   advantage and lowers one with a negative advantage; the entropy bonus raises the entropy, the KL
   penalty pulls the policy towards its reference; ratios start at 1 at any sampling temperature;
-- `train.load_optimizer` takes the warm start's AdamW state; the loop stops after `--max-bad-steps`.
+- `train.load_optimizer` takes the warm start's AdamW state; `--bc-steps 0` warm-starts nothing; the loop
+  stops after `--max-bad-steps`.
 
 Reference gradients are autograd through the loss on the whole batch in one pass; the loop's steps
 run in micro-batches of a few rows (as the loop does with a small --micro-batch-tokens).
@@ -374,6 +375,15 @@ def test_warm_start_optimizer_state_loads_with_its_scheduler_entries(small):
         for key in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(fresh.state[p][key], opt.state[p][key]), key
     assert fresh.state[next(model.parameters())]["step"] == 1
+
+
+def test_warm_start_of_zero_steps_is_the_initial_model(tmp_path):
+    """--bc-steps 0: no behaviour cloning, the tiny model as initialised (the schedule divided by zero)."""
+    args = train.parse_args(["--bc-steps", "0", "--cache", str(tmp_path)])
+    path = train.warm_start(args, train.load_task(train.parse_args(["--n-train", "100"])))
+    init = tiny.build_model(tiny.build_tokenizer(), seed=0)
+    assert torch.equal(torch.cat([p.flatten() for p in init.parameters()]),
+                       torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(path).parameters()]))
 
 
 def test_loop_stops_after_max_bad_steps_without_applying_them(tmp_path, monkeypatch, small):
