@@ -2,7 +2,8 @@
 rollouts: each wires its loss the way the method defines it.
 
 - the PRM step (`train.update_reward_model`) takes the gradient of Eqn 5 (`irl.repirl_loss`) with the
-  pseudo-expert routing of `--pseudo-expert paper | both | off`, and a few steps raise J;
+  pseudo-expert routing of `--pseudo-expert paper | both | off`, and a few steps raise J; the token
+  rewards the policy then sees add up to the R_phi(tau) it trained (`--reduce sum | mean`);
 - the AIRL and PRIME steps take the gradients of `irl.airl_loss` and `irl.prime_loss`, and
   `train.process_rewards` hands the policy f - log pi (AIRL) and beta log(pi_psi / pi_ref) (PRIME);
 - the outcome reward and alpha per method (`train.method_rewards`);
@@ -15,7 +16,7 @@ rollouts: each wires its loss the way the method defines it.
 Reference gradients are autograd through the loss on the whole batch in one pass; the loop's steps
 run in micro-batches of a few rows (as the loop does with a small --micro-batch-tokens).
 
-Run: OMP_NUM_THREADS=1 python -m pytest -q tests/test_loop.py   (CPU, no downloads, ~20 s)
+Run: OMP_NUM_THREADS=1 python -m pytest -q tests/test_loop.py   (CPU, no downloads, ~10 s)
 """
 import copy
 import json
