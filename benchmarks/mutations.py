@@ -165,11 +165,11 @@ def pytest(project: str, tests: list) -> tuple[int, list, str, float]:
 
 
 def named(failed: list) -> str:
-    """Failed tests by name, the parameter sets of one test counted: `test_x (3 cases), test_y`."""
-    counts = {}
+    """Failed tests by name, several parameter sets of one test counted: `test_x (3 cases), test_y[a]`."""
+    cases = {}
     for test in failed:
-        counts[test.split("[")[0]] = counts.get(test.split("[")[0], 0) + 1
-    return ", ".join(name + (f" ({n} cases)" if n > 1 else "") for name, n in counts.items())
+        cases.setdefault(test.split("[")[0], []).append(test)
+    return ", ".join(tests[0] if len(tests) == 1 else f"{name} ({len(tests)} cases)" for name, tests in cases.items())
 
 
 def main():
