@@ -2,7 +2,7 @@
 
 `tasks.py` turns records into `Example`s and scores programs with `sandbox.py`; this file knows
 the record layouts of the coding data rePIRL trains and evaluates on, so that the task chapter
-stays about tasks. Records are loaded exactly as the math data sets are (`math_data.load_records`:
+stays about tasks. Records are loaded exactly as the math data sets are (`math_data.load_located`:
 a hub id written `ID[:CONFIG][@SPLIT]`, a local copy of a hub folder, or a .jsonl/.json/.parquet
 file). Two functions:
 
@@ -35,7 +35,10 @@ How a record is read (`to_fields`), first rule that applies:
    problem_description (+ starter_code); one assert test, the `test` script, followed by
    `check(entry_point)` when the record names an entry point.
 4. `tests` (own file): question = prompt | question | problem; tests as given.
-A record with no question or no usable test is skipped (None); the task logs how many.
+A record that is not a code problem (Eurus' math rows) is skipped (None; the task logs how many). A
+record with no question, no test, or tests that do not parse is bad: ValueError saying what was found
+and what was expected, which the task turns into `file:line: reason` (or skips and counts with
+`skip_bad`), as for math data (math_data.BadRecords).
 
 Call-based tests (Eurus "fn_name", LiveCodeBench "functional"): an input is one JSON value per
 line (one per argument), or an already-parsed list of arguments; the expected output is one JSON
@@ -99,25 +102,33 @@ class CodeFields(NamedTuple):
 # ----------------------------------------------------------------------------- record -> fields
 
 def to_fields(record: dict) -> CodeFields | None:
-    """Question, tests and solution of one record of any layout above; None to skip it."""
+    """Question, tests and solution of one record of any layout above; None for a record that is not a
+    code problem. ValueError ("what was found; what was expected") for a record with no question, no
+    test, or a field that does not read as the layout says."""
     r = {k.lower(): v for k, v in record.items()}
     rid, solution, tests = r.get("id"), None, []
+    field = "prompt"                                                             # the field being read
     try:
         if r.get("reward_model") is not None:                                    # 1) Eurus / veRL
             if r.get("ability") != "code":
                 return None
             question = EURUS_CODE_SUFFIX.sub("", _user_turn(r.get("prompt")) or "")
+            field = "reward_model.ground_truth"
             tests = io_tests(_json(r["reward_model"].get("ground_truth")), unwrap_singleton=True)
             rid = rid if rid is not None else (r.get("extra_info") or {}).get("index")
         elif r.get("question_content") is not None:                              # 2) LiveCodeBench
+            field = "question_content"
             starter = (r.get("starter_code") or "").strip()
             fmt = LCB_STARTER.format(starter=starter) if starter else LCB_STDIN
             question = f"{r['question_content'].strip()}\n\n{fmt}"
+            field = "public_test_cases"
             tests = lcb_tests(r.get("public_test_cases"), _json(r.get("metadata") or "{}").get("func_name"))
             rid = r.get("question_id", rid)
         elif isinstance(r.get("test"), str):                                     # 3) LeetCode, both layouts
+            field = "prompt_sft"
             question = r.get("prompt_sft") or r.get("query") or _with_starter(r.get("problem_description"),
                                                                               r.get("starter_code"))
+            field = "test"
             entry = r.get("entry_point")
             tests = [{"assert": r["test"] + (f"\n\ncheck({entry})\n" if entry else "\n")}]
             completion = r.get("completion")
@@ -125,14 +136,35 @@ def to_fields(record: dict) -> CodeFields | None:
             rid = r.get("task_id", rid)
         else:                                                                    # 4) own file
             question = _user_turn(next((r[k] for k in ("prompt", "question", "problem") if r.get(k)), None))
+            field = "tests"
             given = _json(r["tests"]) if r.get("tests") is not None else []
             tests = io_tests(given) if isinstance(given, dict) else [_checked(t) for t in given]
             solution = r.get("solution") or r.get("response")
-    except (ValueError, TypeError, KeyError, AttributeError):                    # malformed tests: skip it
-        return None
-    if not question or not question.strip() or not tests:
-        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"field {field!r} does not read ({type(e).__name__}: {e}); expected {EXPECTED[field]}") from None
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"no question; expected a non-empty {EXPECTED['question'][field]}")
+    if not tests:
+        raise ValueError(f"no tests in {field!r}; expected {EXPECTED[field]}")
     return CodeFields(None if rid is None else str(rid), question.strip(), tests, solution)
+
+
+EXPECTED = {
+    "prompt": "text, or chat messages with a user turn",
+    "question_content": "text",
+    "prompt_sft": "text",
+    "reward_model.ground_truth": 'JSON {"inputs": [...], "outputs": [...]} of equal lengths (and "fn_name" for '
+                                 "call tests)",
+    "public_test_cases": 'a JSON list of {"input", "output", "testtype"}, testtype "stdin" or "functional" '
+                         '(functional: "func_name" in metadata)',
+    "test": "a script of asserts",
+    "tests": 'a list (or its JSON text) of {"input", "output"} or {"assert"} tests, or {"inputs": [...], '
+             '"outputs": [...]}',
+    "question": {"reward_model.ground_truth": "user turn in 'prompt'", "public_test_cases": "'question_content'",
+                 "test": "'prompt_sft', 'query' or 'problem_description'",
+                 "tests": "'prompt', 'question' or 'problem'"},
+}
+"""What each field of the layouts above must hold; the messages of bad records quote it."""
 
 
 def io_tests(io: dict, unwrap_singleton: bool = False) -> list[dict]:

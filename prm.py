@@ -36,12 +36,27 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 
 
 def load_prm(name_or_path: str, **kwargs):
-    """A token-level PRM from any causal-LM checkpoint (or a saved PRM); new heads start at zero."""
+    """A token-level PRM from any causal-LM checkpoint (or a saved PRM); new heads start at zero.
+
+    Only the reward head may be missing from the checkpoint (a causal LM has none), and only the
+    checkpoint's own head may go unused (a causal LM's `lm_head`): both lie outside the backbone
+    (`base_model_prefix`). A backbone weight the checkpoint lacks (transformers would initialise it at
+    random) or one it holds that the PRM has no place for is a ValueError naming the keys.
+    """
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     config.num_labels = 1
     config.classifier_dropout = 0.0                     # the head reads a reward, not a regularised class
     prm, info = AutoModelForTokenClassification.from_pretrained(
         name_or_path, config=config, output_loading_info=True, **kwargs)
+    backbone = prm.base_model_prefix + "."
+    for kind in ("missing", "unexpected"):
+        keys = sorted(k for k in info[f"{kind}_keys"] if k.startswith(backbone))
+        if keys:
+            more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+            raise ValueError(f"{name_or_path}: {len(keys)} {kind} backbone weights ({', '.join(keys[:10])}{more}); "
+                             f"expected every weight of the backbone, only the reward head "
+                             f"({', '.join(n for n, _ in prm.named_parameters() if not n.startswith(backbone))}) "
+                             f"may be missing")
     with torch.no_grad():
         for name, p in prm.named_parameters():
             if name in info["missing_keys"]:

@@ -98,7 +98,7 @@ def heatmap_table(pairs: list[tuple], headers: tuple, gamma: float) -> str:
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values))) or 1.0
     what = f"discounted reward-to-go (gamma = {gamma:g})" if gamma else "token reward r_phi"
     legend = "".join(f'<span class="t" style="background:{colour(z)}">{z:+.1f}</span>' for z in (-2.5, -1.5, -0.5, 0.5, 1.5, 2.5))
-    rows = [f'<p class="legend">colour: {what}, standardised over this table (mean {mean:.3f}, std {std:.3f}): {legend} '
+    rows = [f'<p class="legend">colour: {what}, standardised over this table (mean {mean:.3g}, std {std:.3g}): {legend} '
             f'&nbsp; <span class="step"><span class="sn">2</span>step</span> ends at a bar &nbsp; '
             f'<span class="fw">first wrong step</span> &nbsp; <span class="sn">&#9660;</span> PRM lowest step &nbsp; '
             f'<span class="ans">answer</span> &nbsp; <span class="eos">&#8718;</span> EOS</p>',

@@ -44,8 +44,8 @@ Expert trajectories: the data set's gold solutions (`Example.solution`), or a JS
 {"prompt", "response", "answer"?} records (`load_expert`, `attach_expert`) written by
 scripts/make_expert.py from gold solutions or by rejection sampling a stronger model.
 
-Bad input: every record of a data file (`MathTask.load`) and of an expert file (`load_expert`) is
-checked as it is read; a bad one raises ValueError("path:line: what was found; expected ..."), or,
+Bad input: every record of a data file (`MathTask.load`, math and code tasks alike) and of an expert
+file (`load_expert`) is checked as it is read; a bad one raises ValueError("path:line: what was found; expected ..."), or,
 with `skip_bad`, is skipped, and one line reports how many and the first.
 
 Code tasks (record layouts: code_data.py; execution: sandbox.py) reward a completion 1 when the
@@ -227,6 +227,7 @@ class MathTask:
     test_source = ""
     answer_form = "a \\boxed{} answer (or a last 'Answer:' line, or a number)"
     final_answer = staticmethod(grader.extract_answer)          # the answer the reward reads (None: none)
+    kind = "math"                                               # records of another kind are skipped, counted
 
     def __init__(self, data: str = "", test_data: str = "", n_train: int = 0, n_test: int = 0,
                  prompt_style: str = "auto", seed: int = 0, skip_bad: bool = False):
@@ -262,18 +263,21 @@ class MathTask:
         return subset([examples[i] for i in sorted(order[self.n_test:])], self.n_train, self.seed), test
 
     def load(self, source: str, split: str, like: str = "") -> list[Example]:
-        """The Examples of one source; records that are not math (Eurus' code problems) are skipped.
+        """The Examples of one source; records that are not of the task's `kind` (Eurus' code problems
+        for a math task, its math problems for a code task), or that `keep` leaves out, are skipped.
 
-        A bad record (math_data.read_jsonl, math_data.to_fields, or an `id` field seen before)
-        raises ValueError naming where it is, or with `skip_bad` is skipped and counted. `split`
-        prefixes the ids; `like` is the default source whose config and split a bare local folder
-        inherits (math_data.load_located)."""
+        A bad record (math_data.read_jsonl, the task's `fields`, or an `id` field seen before) raises
+        ValueError naming where it is, or with `skip_bad` is skipped and counted. `split` prefixes the
+        ids; `like` is the default source whose config and split a bare local folder inherits
+        (math_data.load_located)."""
         bad = math_data.BadRecords(source, self.skip_bad)
-        examples, first_seen, not_math, n = [], {}, 0, 0
+        examples, first_seen, other_kind, n = [], {}, 0, 0
         for n, (where, record) in enumerate(math_data.load_located(source, like, bad), 1):
+            if not self.keep(record):
+                continue
             own_id = next((v for k, v in record.items() if k.lower() == "id"), None)
             try:
-                f = math_data.to_fields(record)
+                f = self.fields(record)
             except ValueError as e:
                 bad(where, str(e))
                 continue
@@ -282,14 +286,25 @@ class MathTask:
                 continue
             first_seen[own_id] = where
             if f is None:
-                not_math += 1
+                other_kind += 1
                 continue
-            examples.append(Example(id=f"{split}/{f.id if f.id is not None else n - 1}", prompt=f.question,
-                                    answer=f.answer, solution=f.solution, where=where))
+            examples.append(self.example(f, f"{split}/{f.id if f.id is not None else n - 1}", where))
         bad.report()
-        if not_math:
-            log.warning(f"{self.name}: skipped {not_math} of {n} records of {source} (not math)")
+        if other_kind:
+            log.warning(f"{self.name}: skipped {other_kind} of {n} records of {source} (not {self.kind})")
         return examples
+
+    def keep(self, record: dict) -> bool:
+        """Whether to use a record of the source (all; LiveCodeBench keeps a contest-date window)."""
+        return True
+
+    def fields(self, record: dict):
+        """Question, answer and solution of one record (math_data.to_fields)."""
+        return math_data.to_fields(record)
+
+    def example(self, f, id: str, where: str) -> Example:
+        """The Example of a record's fields."""
+        return Example(id=id, prompt=f.question, answer=f.answer, solution=f.solution, where=where)
 
     def render(self, ex: Example, tokenizer=None) -> str:
         return build_prompt(ex.prompt, tokenizer, self.prompt_style)
@@ -571,32 +586,24 @@ class CodeTask(ExecutionReward, MathTask):
 
     name = "code-jsonl"
     preamble = code_data.PREAMBLE
+    kind = "code"
 
     def __init__(self, data: str = "", test_data: str = "", n_train: int = 0, n_test: int = 0,
                  prompt_style: str = "auto", seed: int = 0, code_reward: str = "all", timeout: float = 5.0,
-                 memory_mb: int = 1024, workers: int = 0, max_tests: int = 0):
-        super().__init__(data, test_data, n_train, n_test, prompt_style, seed)
+                 memory_mb: int = 1024, workers: int = 0, max_tests: int = 0, skip_bad: bool = False):
+        super().__init__(data, test_data, n_train, n_test, prompt_style, seed, skip_bad)
         self.set_limits(code_reward, timeout, memory_mb, workers)
         self.max_tests = max_tests
 
-    def load(self, source: str, split: str, like: str = "") -> list[Example]:
-        """The Examples of one source; records with no question or usable tests, or not code, are skipped."""
-        records = self.select(math_data.load_records(source, like))
-        examples = []
-        for i, record in enumerate(records):
-            f = code_data.to_fields(record)
-            if f is not None:
-                tests = f.tests[:self.max_tests] if self.max_tests > 0 else f.tests
-                examples.append(Example(id=f"{split}/{f.id if f.id is not None else i}", prompt=f.question,
-                                        answer=json.dumps(tests), solution=f.solution))
-        if len(examples) < len(records):
-            log.warning(f"{self.name}: skipped {len(records) - len(examples)} of {len(records)} records of "
-                        f"{source} (no question or usable tests, or not code)")
-        return examples
+    def fields(self, record: dict):
+        """Question, tests and solution of one record (code_data.to_fields: None for a record that is not
+        code; ValueError for a record with no question, no test, or tests that do not parse)."""
+        return code_data.to_fields(record)
 
-    def select(self, records: list[dict]) -> list[dict]:
-        """Records of the source to use (all; LiveCodeBench keeps a contest-date window)."""
-        return records
+    def example(self, f, id: str, where: str) -> Example:
+        """The Example of a record's fields: its tests (the first `max_tests`) as the answer, in JSON."""
+        tests = f.tests[:self.max_tests] if self.max_tests > 0 else f.tests
+        return Example(id=id, prompt=f.question, answer=json.dumps(tests), solution=f.solution, where=where)
 
     def render(self, ex: Example, tokenizer=None) -> str:
         return build_code_prompt(ex.prompt, tokenizer, self.prompt_style)
@@ -612,9 +619,9 @@ class EurusCode(CodeTask):
 
     def __init__(self, data: str = "", test_data: str = "", n_train: int = 0, n_test: int = 0,
                  prompt_style: str = "auto", seed: int = 0, code_reward: str = "all", timeout: float = 5.0,
-                 memory_mb: int = 1024, workers: int = 0, max_tests: int = 10):
+                 memory_mb: int = 1024, workers: int = 0, max_tests: int = 10, skip_bad: bool = False):
         super().__init__(data, test_data, n_train, n_test, prompt_style, seed, code_reward, timeout, memory_mb,
-                         workers, max_tests)
+                         workers, max_tests, skip_bad)
 
 
 class LeetCode(CodeTask):
@@ -639,15 +646,14 @@ class LiveCodeBench(CodeTask):
     def __init__(self, data: str = "", test_data: str = "", n_train: int = 0, n_test: int = 0,
                  prompt_style: str = "auto", seed: int = 0, code_reward: str = "all", timeout: float = 5.0,
                  memory_mb: int = 1024, workers: int = 0, max_tests: int = 0, start_date: str = "2024-08-01",
-                 end_date: str = "2024-11-30"):
+                 end_date: str = "2024-11-30", skip_bad: bool = False):
         super().__init__(data, test_data, n_train, n_test, prompt_style, seed, code_reward, timeout, memory_mb,
-                         workers, max_tests)
+                         workers, max_tests, skip_bad)
         self.start_date, self.end_date = start_date, end_date
 
-    def select(self, records: list[dict]) -> list[dict]:
-        day = lambda r: str(r.get("contest_date") or "")[:10]                   # "2024-08-03T00:00:00" -> date
-        return [r for r in records if (not self.start_date or day(r) >= self.start_date)
-                and (not self.end_date or day(r) <= self.end_date)]
+    def keep(self, record: dict) -> bool:
+        day = str(record.get("contest_date") or "")[:10]                        # "2024-08-03T00:00:00" -> date
+        return (not self.start_date or day >= self.start_date) and (not self.end_date or day <= self.end_date)
 
 
 # ----------------------------------------------------------------------------- registry

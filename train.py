@@ -699,6 +699,16 @@ def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
     return merge_stats(stats, "policy/loss") | {"policy/grad_norm": grad_norm}
 
 
+def method_rewards(args, r_o: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """4) The two parts of the policy's return, per method: the outcome reward and the weight alpha of the
+    process reward (Algorithm 1, step 7: r_o + alpha r_phi). `rloo`: the outcome alone (alpha 0);
+    `prm-only`: the process reward alone (outcome 0, alpha 1; paper 4.4); every other method: both, alpha
+    = --alpha."""
+    outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o      # (N,)
+    alpha = 0.0 if args.method == "rloo" else (1.0 if args.method == "prm-only" else args.alpha)
+    return outcome, alpha
+
+
 def needs_old_logprobs(args) -> bool:
     """Whether anything reads log pi_old(a_t | s_t) before the policy's update: Eqn 5's importance
     weights, AIRL's reward, the entropy in the return, GAE's rewards, a reference-free PPO step after
@@ -839,19 +849,26 @@ def load_task(args: Args):
             tok = AutoTokenizer.from_pretrained(args.policy) if args.policy else tiny.build_tokenizer()
             expert = tasks.load_expert(args.expert, task, tok, args.max_new_tokens, args.skip_bad)
             task.train = tasks.attach_expert(task.train, expert)
+        check_prompts(task, args, "a benchmark has no training split: give --data", "give --test-data or --n-test")
         pool = task.test if args.train_on == "test" else task.train
-        needed = args.prompts * (args.oversample if args.filter_groups != "off" else 1)
-        if len(pool) < needed:
-            raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
-                             f"iteration samples (a benchmark has no training split: give --data)")
         if needs_experts(args) and any(ex.solution is None for ex in pool):
             raise SystemExit(f"--task {args.task}: the data has no expert solutions; give --expert expert.jsonl "
                              f"(scripts/make_expert.py writes one)")
-        if not task.test:                                # reads (and checks) the test source now, not after training
-            raise SystemExit(f"--task {args.task}: no held-out prompts; give --test-data or --n-test")
     except ValueError as e:                              # a bad source or record: its one-line message
         raise SystemExit(str(e)) from None
     return task
+
+
+def check_prompts(task, args: Args, hint_pool: str, hint_test: str):
+    """Refuse a task with fewer prompts than an iteration samples, or no held-out prompts (reading, and so
+    checking, the test source now, not after training); `hint_*` say what to do."""
+    pool = task.test if args.train_on == "test" else task.train
+    needed = args.prompts * (args.oversample if args.filter_groups != "off" else 1)
+    if len(pool) < needed:
+        raise SystemExit(f"--task {args.task}: {len(pool)} {args.train_on} prompts, fewer than the {needed} an "
+                         f"iteration samples ({hint_pool})")
+    if not task.test:
+        raise SystemExit(f"--task {args.task}: no held-out prompts ({hint_test})")
 
 
 RESUMABLE = ("out", "cache", "resume", "iterations", "save_every", "keep", "max_bad_steps", "log_samples",
@@ -884,20 +901,31 @@ def check_prm_tokenizer(args: Args, tok):
                              f"{len(tok.get_vocab())} tokens); the PRM must score the policy's token ids")
 
 
-def warm_start(args: Args, task) -> str:
-    """The tiny default policy: behaviour cloning from scratch for `bc_steps`, cached by its settings."""
-    stop_early = args.bc_stop_early if hasattr(task, "stop_early") else 0.0    # only the arithmetic task has one
+def careless_share(args: Args, task) -> float:
+    """--bc-stop-early where the task has a careless teacher (the arithmetic task), else 0."""
+    return args.bc_stop_early if hasattr(task, "stop_early") else 0.0
+
+
+def warm_start_path(args: Args, task) -> str:
+    """Where the warm start of these settings is cached: a folder named by a hash of what it depends on."""
+    stop_early = careless_share(args, task)
     settings = {k: getattr(args, k) for k in ("task", "data", "expert", "n_terms", "lo", "hi", "seed", "bc_steps",
                                               "bc_lr", "bc_batch")} | ({"bc_stop_early": stop_early} if stop_early else {})
     key = json.dumps(settings, sort_keys=True)
-    path = os.path.join(args.cache, "tiny-bc-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    return os.path.join(args.cache, "tiny-bc-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+
+
+def warm_start(args: Args, task) -> str:
+    """The tiny default policy: behaviour cloning from scratch for `bc_steps`, cached by its settings. With
+    --bc-stop-early p, a share p of the demonstrations come from the task's careless teacher (`stop_early`)."""
+    path, stop_early = warm_start_path(args, task), careless_share(args, task)
     if os.path.isdir(path):
         print0(f"warm start: reusing {path}")
         return path
     tok = tiny.build_tokenizer()
     policy = tiny.build_model(tok, seed=args.seed).to(DEVICE)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.bc_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / args.bc_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / max(1, args.bc_steps))))
     rng = random.Random(f"bc/{args.seed}")
     bar = tqdm(range(args.bc_steps), desc="warm start (behaviour cloning)", disable=RANK != 0)
     for step in bar:
@@ -954,11 +982,13 @@ def optimizer_state(model, opt) -> dict | None:
 
 def load_optimizer(model, opt, saved: dict):
     """Load what `optimizer_state` wrote, or a plain `opt.state_dict()` keyed by position (the warm start's),
-    into `opt`; every rank keeps its shard."""
+    into `opt`; every rank keeps its shard. A group's entries `opt` does not have are dropped: the warm
+    start's learning-rate schedule added `initial_lr` to its groups, which torch's loader would look up."""
     if saved["param_groups"][0]["params"] and isinstance(saved["param_groups"][0]["params"][0], int):
         names = [name for name, _ in model.named_parameters()]                 # the order opt was built in
         saved = {"state": {names[i]: s for i, s in saved["state"].items()},
-                 "param_groups": [g | {"params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
+                 "param_groups": [{k: v for k, v in g.items() if k in opt.param_groups[0]}
+                                  | {"params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}
     set_optimizer_state_dict(model, opt, saved, options=StateDictOptions(full_state_dict=True))
 
 
@@ -1023,6 +1053,8 @@ def main(args: Args):
     check_prm_tokenizer(args, tok)
     if args.max_prompt_tokens:
         tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
+        hint = f"after dropping those over --max-prompt-tokens {args.max_prompt_tokens}"
+        check_prompts(task, args, hint, hint)
     policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
     if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
@@ -1090,8 +1122,7 @@ def main(args: Args):
                      else torch.zeros(rolls.ids.shape, device=DEVICE))           # (N, T)
             t_prm, t_score = t2 - t1, time.time() - t2
             # 4) policy update (RLOO; --estimator ppo: GAE on the critic, which takes its own steps first)
-            outcome = torch.zeros_like(r_o) if args.method == "prm-only" else r_o
-            alpha = 0.0 if args.method == "rloo" else (1.0 if args.method == "prm-only" else args.alpha)
+            outcome, alpha = method_rewards(args, r_o)
             in_return = args.entropy == "return"
             if critic is None:
                 adv, s = rloo.advantages(outcome, r_phi, rolls.completion_mask, args.k, alpha, args.estimator,

@@ -61,12 +61,14 @@ EURUS_WRONG = [
 
 
 def test_eurus_code_keeps_code_rows_and_reads_both_test_forms(caplog):
+    path = fixture("code_eurus.jsonl")
     with caplog.at_level(logging.WARNING, logger="tasks"):
-        task = tasks.get_task("eurus-code", data=fixture("code_eurus.jsonl"), test_data=fixture("code_eurus.jsonl"),
-                              **FAST)
+        task = tasks.get_task("eurus-code", data=path, test_data=path, skip_bad=True, **FAST)
         train = task.train
     assert [ex.id for ex in train] == ["train/0", "train/2", "train/3", "train/5"]   # 1 is math, 4 is malformed
-    assert "skipped 2 of 6 records" in caplog.text
+    assert f"skipped 1 of 6 records of {path} (not code)" in caplog.text
+    assert f"skipped 1 bad records in {path} (first: {path}:5: field 'reward_model.ground_truth'" in caplog.text
+    assert train[0].where == f"{path}:1"
     assert train[0].prompt == "Given two integers a and b on one line, print a - b."      # no suffix, no system turn
     assert all("Write Python code" not in ex.prompt and ex.solution is None for ex in train)
     stdin = json.loads(train[0].answer)
@@ -82,11 +84,11 @@ def test_eurus_code_keeps_code_rows_and_reads_both_test_forms(caplog):
 
 def test_eurus_code_caps_tests_per_problem():
     capped = tasks.get_task("eurus-code", data=fixture("code_eurus.jsonl"), test_data=fixture("code_eurus.jsonl"),
-                            max_tests=2).train
+                            max_tests=2, skip_bad=True).train
     assert [len(json.loads(ex.answer)) for ex in capped] == [2, 2, 2, 2]
     assert tasks.get_task("eurus-code", data=fixture("code_eurus.jsonl")).max_tests == 10      # the default
     every = tasks.get_task("eurus-code", data=fixture("code_eurus.jsonl"), test_data=fixture("code_eurus.jsonl"),
-                           max_tests=0).train
+                           max_tests=0, skip_bad=True).train
     assert [len(json.loads(ex.answer)) for ex in every] == [3, 3, 2, 2]
 
 
@@ -169,29 +171,84 @@ def test_livecodebench_uses_public_tests_in_a_date_window_and_never_unpickles(mo
 
 
 def test_local_files_of_the_own_layout_and_a_seeded_hold_out(tmp_path, caplog):
+    path = fixture("code_local.jsonl")                                          # line 3 has no tests: a bad record
     with caplog.at_level(logging.WARNING, logger="tasks"):
-        task = tasks.get_task("code-jsonl", data=fixture("code_local.jsonl"), n_test=1, seed=0, **FAST)
+        task = tasks.get_task("code-jsonl", data=path, n_test=1, seed=0, skip_bad=True, **FAST)
         examples = task.train + task.test
-    assert len(task.train) == 2 and len(task.test) == 1 and "skipped 1 of 4" in caplog.text
+    assert len(task.train) == 2 and len(task.test) == 1
+    assert f"skipped 1 bad records in {path} (first: {path}:3: no tests in 'tests'; expected a list" in caplog.text
     assert {ex.id for ex in examples} == {"train/double", "train/echo-upper", "train/triple"}
     assert not {ex.id for ex in task.train} & {ex.id for ex in task.test}
-    again = tasks.get_task("code-jsonl", data=fixture("code_local.jsonl"), n_test=1, seed=0)
+    again = tasks.get_task("code-jsonl", data=path, n_test=1, seed=0, skip_bad=True)
     assert again.test == task.test and again.train == task.train
     assert task.rewards([ex.solution for ex in examples], examples) == [1.0] * 3
     parquet = tmp_path / "local.parquet"
-    datasets.Dataset.from_list(read_jsonl(fixture("code_local.jsonl"))).to_parquet(str(parquet))
-    from_parquet = tasks.get_task("code-jsonl", data=str(parquet), n_test=1, seed=0)
-    assert from_parquet.train == task.train and from_parquet.test == task.test
+    datasets.Dataset.from_list(read_jsonl(path)).to_parquet(str(parquet))
+    with pytest.raises(ValueError, match=r"local.parquet\[2\]: no tests in 'tests'"):
+        tasks.get_task("code-jsonl", data=str(parquet), n_test=1, seed=0).train
+    from_parquet = tasks.get_task("code-jsonl", data=str(parquet), n_test=1, seed=0, skip_bad=True)
+    assert [ex.id for ex in from_parquet.train] == [ex.id for ex in task.train]
+    assert [ex.id for ex in from_parquet.test] == [ex.id for ex in task.test]
 
 
-def test_to_fields_reads_tests_given_as_lists_and_skips_what_it_cannot_use():
+@pytest.mark.parametrize("line, message", [
+    ('{"id": "a", "prompt": "Q?", "tests": "[{\\"assert\\": "}', r"field 'tests' does not read \(JSONDecodeError: "),
+    ('{"id": "a", "prompt": "Q?", "tests": [{"stdin": "1"}]}', r"field 'tests' does not read \(KeyError: 'input'\)"),
+    ('{"id": "a", "prompt": "Q?", "tests": {"inputs": ["1"], "outputs": []}}',
+     r"field 'tests' does not read \(ValueError: 1 inputs but 0 outputs\); expected a list"),
+    ('{"id": "a", "prompt": " ", "tests": [{"assert": "assert True"}]}',
+     r"no question; expected a non-empty 'prompt', 'question' or 'problem'"),
+    ('{"id": "a", "prompt": "Q?", "tests": []}', r"no tests in 'tests'; expected a list"),
+    ('{"question_content": "Q", "public_test_cases": "[]", "metadata": "{}"}',
+     r"no tests in 'public_test_cases'; expected a JSON list"),
+    ('{"question_content": "Q", "public_test_cases": "[{\\"input\\": \\"1\\", \\"output\\": \\"2\\", '
+     '\\"testtype\\": \\"functional\\"}]", "metadata": "{}"}',
+     r"field 'public_test_cases' does not read \(ValueError: test type 'functional' \(func_name None\)\)"),
+    ('{"id": "a", "prompt": "Q?", "tests": [{"assert": "assert True"}]}', r"id 'a' again \(first at .*:1\)"),
+], ids=["not-json", "no-input", "unequal-io", "no-question", "no-tests", "lcb-no-tests", "lcb-no-func-name",
+        "duplicate-id"])
+def test_bad_code_record_names_file_line_and_reason_or_is_skipped(tmp_path, line, message, caplog):
+    good = '{"id": "g", "prompt": "Q?", "tests": [{"assert": "assert True"}]}'
+    good2 = '{"id": "a", "prompt": "Q?", "tests": [{"assert": "assert True"}]}'
+    path = tmp_path / "data.jsonl"
+    path.write_text(f"{good2}\n{line}\n{good}\n")
+    with pytest.raises(ValueError, match=rf"data.jsonl:2: {message}"):
+        tasks.get_task("code-jsonl", data=str(path), test_data=str(path)).train
+    with caplog.at_level(logging.WARNING, logger="math_data"):
+        kept = tasks.get_task("code-jsonl", data=str(path), test_data=str(path), skip_bad=True).train
+    assert [ex.where for ex in kept] == [f"{path}:1", f"{path}:3"]
+    assert f"skipped 1 bad records in {path} (first: {path}:2: " in caplog.text
+
+
+def test_bad_code_record_stops_train_before_the_first_iteration(tmp_path):
+    """train.py: the record's file:line and reason, one line; with --skip-bad the run goes on without it."""
+    import train
+    records = [{"id": str(i), "prompt": f"Write f(x) returning x + {i}.", "tests": [{"assert": f"assert f(1) == {i + 1}"}],
+                "solution": f"```python\ndef f(x): return x + {i}\n```"} for i in range(4)]
+    lines = [json.dumps(r) for r in records] + ['{"id": "x", "prompt": "Q?", "tests": [{"stdin": "1"}]}']
+    path = tmp_path / "code.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    flags = ["--task", "code-jsonl", "--data", str(path), "--n-test", "1", "--prompts", "2"]
+    with pytest.raises(SystemExit, match=rf"code.jsonl:5: field 'tests' does not read \(KeyError: 'input'\)"):
+        train.load_task(train.parse_args(flags))
+    task = train.load_task(train.parse_args(flags + ["--skip-bad", "true"]))
+    assert sorted(ex.id for ex in task.train + task.test) == ["train/0", "train/1", "train/2", "train/3"]
+
+
+def test_to_fields_reads_tests_given_as_lists_and_refuses_what_it_cannot_use():
     fields = code_data.to_fields({"Question": "Q?", "tests": [{"input": ["1", "2"], "output": 3}],
                                   "response": "```python\nprint(3)\n```"})
     assert fields == code_data.CodeFields(None, "Q?", [{"input": "1\n2", "output": "3"}], "```python\nprint(3)\n```")
-    assert code_data.to_fields({"prompt": "Q?", "tests": "not json"}) is None
-    assert code_data.to_fields({"prompt": "Q?", "tests": [{"stdin": "1"}]}) is None
-    assert code_data.to_fields({"prompt": "", "tests": [{"assert": "assert True"}]}) is None
-    assert code_data.to_fields({"question_content": "Q", "public_test_cases": "[]", "metadata": "{}"}) is None
+    for record, message in (({"prompt": "Q?", "tests": "not json"}, r"field 'tests' does not read \(JSONDecodeError"),
+                            ({"prompt": "Q?", "tests": [{"stdin": "1"}]}, r"field 'tests' does not read \(KeyError"),
+                            ({"prompt": "", "tests": [{"assert": "assert True"}]}, r"no question; expected"),
+                            ({"question_content": "Q", "public_test_cases": "[]", "metadata": "{}"},
+                             r"no tests in 'public_test_cases'"),
+                            ({"prompt": [{"role": "user"}], "reward_model": {"ground_truth": "{}"}, "ability": "code"},
+                             r"field 'reward_model.ground_truth' does not read \(KeyError: 'inputs'\); expected JSON")):
+        with pytest.raises(ValueError, match=message):
+            code_data.to_fields(record)
+    assert code_data.to_fields({"prompt": "Q?", "reward_model": {"ground_truth": "1"}, "ability": "math"}) is None
 
 
 HUB_CALLS = {
@@ -208,7 +265,7 @@ HUB_FIXTURE = {"PRIME-RL/Eurus-2-RL-Data": "code_eurus.jsonl", "TechxGenus/LeetC
 @pytest.mark.parametrize("name", sorted(HUB_CALLS))
 def test_default_hub_sources(name, monkeypatch):
     """Each code task asks datasets for exactly the hub id, config and split its docstring names."""
-    check_hub_calls(monkeypatch, lambda: tasks.get_task(name), HUB_CALLS[name], HUB_FIXTURE)
+    check_hub_calls(monkeypatch, lambda: tasks.get_task(name, skip_bad=True), HUB_CALLS[name], HUB_FIXTURE)  # Eurus: row 4
 
 
 # ----------------------------------------------------------------------------- extraction and reward

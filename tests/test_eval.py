@@ -223,6 +223,18 @@ def test_heatmap_page_is_well_formed_and_escapes_the_trace():
         assert doc.count('<span class="step') == 3 * n_steps + 1                 # 3 traces, plus the legend's
 
 
+def test_heatmap_legend_reads_small_rewards():
+    """The legend's mean and std keep 3 significant digits: rewards of a fresh PRM are ~1e-4, not 0.000."""
+    trace = hostile_trace(True)
+    trace.r = [1e-4 * v for v in trace.r]
+    values = trace.r
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    legend = report.heatmap_table([(trace, None)], ("a", "b"), 0.0).split("</p>")[0]
+    assert f"mean {mean:.3g}, std {std:.3g})" in legend and "0.000" not in legend, legend
+    assert 1e-5 < std < 1e-4                                                     # small, and now readable
+
+
 def test_reward_to_go_is_discounted():
     assert report.reward_to_go([1.0, 0.0, 2.0], 0.5) == [1.5, 1.0, 2.0]
     assert report.reward_to_go([1.0, 2.0], 0.0) == [1.0, 2.0]

@@ -154,6 +154,17 @@ def test_batch_not_divisible_by_world_size(monkeypatch):
         train.parse_args(["--prompts", "4"])
 
 
+def test_max_prompt_tokens_leaving_too_few_prompts_is_refused(tiny_path, tmp_path):
+    """Prompts over --max-prompt-tokens are dropped once the tokenizer is loaded; a limit that leaves fewer
+    than an iteration samples stops the run there, naming the flag (the loop divided by zero)."""
+    args = train.parse_args(["--policy", tiny_path, "--max-prompt-tokens", "12", "--n-train", "100", "--n-test", "8",
+                             "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match=re.escape("--task arithmetic: 0 train prompts, fewer than the 16 an iteration "
+                                                   "samples (after dropping those over --max-prompt-tokens 12)")):
+        train.main(args)
+    assert not (tmp_path / "run").exists()
+
+
 def test_prm_with_another_tokenizer_is_refused(tmp_path):
     other = tiny.build_tokenizer()
     other.add_tokens(["<step>"])

@@ -1,7 +1,11 @@
-"""The PRM: one scalar per completion token, values read one position earlier, save/load round trip,
-trajectory scores, steps, AUC."""
+"""The PRM: one scalar per completion token, values read one position earlier, save/load round trip
+(only the reward head may be missing), trajectory scores, steps, AUC."""
+import os
+
+import pytest
 import torch
-from transformers import AutoTokenizer
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, Qwen2ForCausalLM
 
 import prm as prm_lib
 import rollout
@@ -32,6 +36,41 @@ def test_save_load_round_trip_gives_identical_rewards(tiny_path, tmp_path):
     b = rollout.encode(tok, ["What is 1+2?\n"], ["1+2=3. Answer: 3"])
     torch.testing.assert_close(prm_lib.token_rewards(prm, b.ids, b.attention_mask, b.completion_mask),
                                prm_lib.token_rewards(again, b.ids, b.attention_mask, b.completion_mask))
+
+
+def edited_checkpoint(src: str, dst, drop: str = "", add: str = "") -> str:
+    """A copy of checkpoint `src` in `dst` with one weight removed and/or one extra weight stored."""
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        if name != "model.safetensors":
+            with open(os.path.join(src, name), "rb") as a, open(os.path.join(dst, name), "wb") as b:
+                b.write(a.read())
+    weights = load_file(os.path.join(src, "model.safetensors"))
+    assert not drop or drop in weights
+    weights = {k: v for k, v in weights.items() if k != drop} | ({add: torch.zeros(3)} if add else {})
+    save_file(weights, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    return str(dst)
+
+
+def test_only_the_reward_head_may_be_missing_from_a_checkpoint(tiny_path, tmp_path):
+    """A causal LM loads (no reward head: it starts at zero; an untied lm_head goes unused); a backbone weight
+    missing or a weight the PRM has no place for is an error that names it, never a silent zero."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    untied = tiny.build_model(tok, hidden=32, layers=2)
+    untied.config.tie_word_embeddings = False
+    Qwen2ForCausalLM(untied.config).save_pretrained(tmp_path / "untied")
+    for path in (tiny_path, str(tmp_path / "untied")):
+        assert all((p == 0).all() for p in prm_lib.load_prm(path).score.parameters())
+    layer = "model.layers.1.mlp.up_proj.weight"
+    with pytest.raises(ValueError, match=rf"1 missing backbone weights \({layer}\); .*only the reward head "
+                                         r"\(score.weight, score.bias\) may be missing"):
+        prm_lib.load_prm(edited_checkpoint(tiny_path, tmp_path / "missing", drop=layer))
+    with pytest.raises(ValueError, match=r"1 unexpected backbone weights \(model.layers.0.mlp.extra.weight\)"):
+        prm_lib.load_prm(edited_checkpoint(tiny_path, tmp_path / "extra", add="model.layers.0.mlp.extra.weight"))
+    saved = prm_lib.load_prm(tiny_path)                                  # a saved PRM has its head: nothing missing
+    saved.save_pretrained(tmp_path / "prm")
+    without_head = edited_checkpoint(str(tmp_path / "prm"), tmp_path / "no-head", drop="score.weight")
+    assert (prm_lib.load_prm(without_head).score.weight == 0).all()
 
 
 def test_state_values_read_the_head_one_position_before_each_action(tiny_path):
