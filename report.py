@@ -164,7 +164,7 @@ def svg_chart(series: list[dict], title: str, xlabel: str = "", ylabel: str = ""
     if not pts:
         return ""
     named = [s for s in series if s.get("name")]
-    legend_w = 170 if len(named) > 1 else 0
+    legend_w = max(170, round(6.3 * max(len(s["name"]) for s in named)) + 44) if len(named) > 1 else 0
     L, R, T, B = 54, 10 + legend_w, 26, 40
     pw, ph = width - L - R, height - T - B
     yt, (y0, y1) = nice_ticks(min(p[1] for p in pts), max(p[1] for p in pts))
@@ -323,6 +323,14 @@ COMPARED = [("eval/accuracy", "held-out greedy accuracy", 1), ("rollout/accuracy
             ("policy/all_fail_groups", "groups whose k rollouts all fail (mean of 10)", 10)]
 
 
+def markdown_table(text: str) -> str:
+    """A markdown table (header, rule, rows; other lines kept as notes under it) as an HTML table."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    notes = [line for line in text.splitlines() if line.strip() and not line.startswith("|")]
+    return table(rows[0], rows[1:]) + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+
+
 def comparison_html(runs: dict, table_md: str) -> str:
     """compare.py's page: for every metric of COMPARED, one chart with a line per method (the mean over its
     seeds, each seed faint behind it), then the table. runs: method name -> one list of metrics.jsonl
@@ -345,9 +353,9 @@ def comparison_html(runs: dict, table_md: str) -> str:
             series.append({"name": f"{name} ({len(per_seed)} seeds)", "x": xs, "color": c, "width": 2.4,
                            "y": [sum(s[x] for s in per_seed) / len(per_seed) for x in xs], "markers": w == 1})
         if series:
-            charts.append(svg_chart(series, title, "iteration", width=760, height=330))
+            charts.append(svg_chart(series, title, "iteration", width=900, height=330))
     body = ('<p class="note">Each line is a method\'s mean over seeds; the faint lines behind it are its seeds. '
             'Held-out accuracy is greedy decoding on the held-out prompts (iteration 0: the warm start); rollout '
             'accuracy and the all-fail share are read from the training batches.</p>'
-            f'<div class="charts">{"".join(charts)}</div><h2>Table</h2><pre>{html.escape(table_md)}</pre>')
+            f'<div class="charts">{"".join(charts)}</div><h2>Table</h2>{markdown_table(table_md)}')
     return page("Methods compared", body)

@@ -41,8 +41,14 @@ passes and the recomputed full ones then round differently, so PPO ratios start 
 
 Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
 1. The embedded default warm-starts its tiny policy by behaviour cloning (the paper starts from
-   instruct or base models that can already reason); the PRM starts from the same weights.
-2. The PRM step recomputes R_phi under grad in micro-batches after a no-grad pass (the weights need
+   instruct or base models that can already reason); the PRM starts from the same weights. Its
+   demonstrations come from a careless teacher on 9 of 10 problems (--bc-stop-early 0.9: the first
+   step, then its value as the answer), the expert trajectories of the loop from the careful one,
+   so the warm policy has one coherent habit to unlearn, answering too early (README).
+2. The policy's learning rate is 3e-5, from issue 14's probe (RLOO from a careless warm start: 0.190
+   at 1e-5, 0.205 at 3e-5), not tuned further; the paper's 1e-6 is for 3B-4B models. Alpha 0.1, the
+   PRM's 1e-4, the clip, the entropy bonus and k = 4 are the paper's.
+3. The PRM step recomputes R_phi under grad in micro-batches after a no-grad pass (the weights need
    the whole batch), so memory is bounded by the micro-batch; the gradient is exactly Eqn 5's.
 """
 import dataclasses
@@ -156,7 +162,7 @@ class Args:
     bf16: bool = False
     """run model forward passes under bfloat16 autocast (weights, optimiser states and log-softmax stay float32)"""
 
-    prm_lr: float = 1e-3
+    prm_lr: float = 1e-4
     """PRM learning rate (AdamW)"""
     reduce: str = "sum"
     """R_phi(tau) from token rewards: sum | mean"""
@@ -185,7 +191,7 @@ class Args:
 
     lr: float = 3e-5
     """policy learning rate (AdamW)"""
-    alpha: float = 1.0
+    alpha: float = 0.1
     """weight of the process reward next to the outcome reward"""
     estimator: str = "rloo"
     """advantage baseline: rloo | grpo | reinforce | ppo (GAE on a learned critic)"""

@@ -6,7 +6,7 @@ change from each seed's warm start, as mean and standard deviation over seeds, b
 the outcome reward cannot give (the share of groups whose k rollouts all fail, early and late), the
 PRM's AUC and the wall time per run.
 
-    python benchmarks/compare.py --methods bc,rloo,repirl,repirl-paper   # the README's comparison (3 seeds, ~30 min on 2 CPU cores)
+    python benchmarks/compare.py --methods bc,rloo,repirl,repirl-dense   # the README's comparison (3 seeds, ~30 min on 2 CPU cores)
     python benchmarks/compare.py                              # every method (hours on 2 CPU cores)
     python benchmarks/compare.py --quick                      # 1 seed, 20 iterations: a smoke run in minutes
     python benchmarks/compare.py --extra "--n-terms 4"        # another setting, same flags for every method
@@ -41,8 +41,7 @@ METHODS = {                                       # key -> (row name, train.py f
     "grpo": ("rePIRL, GRPO advantages (T3)", ["--method", "repirl", "--estimator", "grpo"]),
     "reinforce": ("rePIRL, REINFORCE (T3)", ["--method", "repirl", "--estimator", "reinforce"]),
     "repirl-ppo": ("rePIRL, PPO with a critic (GAE)", ["--method", "repirl", "--estimator", "ppo"]),
-    "repirl-paper": ("rePIRL, the paper's alpha 0.1 and PRM lr 1e-4", ["--method", "repirl", "--alpha", "0.1",
-                                                                       "--prm-lr", "1e-4"]),
+    "repirl-dense": ("rePIRL, alpha 1 and PRM lr 1e-3", ["--method", "repirl", "--alpha", "1", "--prm-lr", "1e-3"]),
     "repirl": ("rePIRL", ["--method", "repirl"]),
 }
 
@@ -117,7 +116,7 @@ def table(results: dict, a: Args) -> str:
         fails = [statistics.mean(all_fail_share(r["curve"], first) for r in rs) for first in (True, False)]
         fail_text = "-" if fails[0] != fails[0] else f"{fails[0]:.2f} / {fails[1]:.2f}"
         lines.append(f"| {METHODS[key][0]} | {mean_sd(early)} | {mean_sd(acc)} | {mean_sd(gain, '+')} | {fail_text} | "
-                     f"{statistics.mean(auc) if auc else float('nan'):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} |")
+                     f"{f'{statistics.mean(auc):.3f}' if auc else '-'} | {statistics.mean(r['wall_s'] for r in rs):.0f} |")
     starts = [r["eval/accuracy_start"] for rs in results.values() for r in rs[:a.seeds]]
     return "\n".join(lines + [f"\nwarm starts {', '.join(f'{s:.3f}' for s in starts[:a.seeds])} (seeds 0-{a.seeds - 1}); "
                               f"{a.iterations} iterations; extra flags: {a.extra or 'none'}"])
