@@ -11,8 +11,11 @@ that writes every step,
 
     prompt:   What is 37+25-18?
     expert:   37+25=62. 62-18=44. Answer: 44
+    careless: 37+25=62. Answer: 62          (`stop_early`: the first step, then its value)
 
-Its split is deterministic in the seed and the held-out problems never appear in training.
+Its split is deterministic in the seed and the held-out problems never appear in training. The
+careless teacher is what the default warm start partly imitates (train.py --bc-stop-early), so that
+the policy begins with one habit to unlearn; the loop's expert trajectories are always complete.
 
 The real tasks are math data sets (record layouts and hub copies: math_data.py):
 
