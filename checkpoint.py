@@ -7,7 +7,8 @@ never read (`save_atomic`, `checkpoints`). Nothing else is needed to resume exac
 prompt order are functions of the iteration, not of a running random state. A resumed run refuses
 settings that change the maths (`check_resume`), drops the log records after its checkpoint
 (`truncate_log`), and a SIGTERM makes the loop checkpoint and exit after the iteration
-(`install_sigterm_handler`).
+(`install_sigterm_handler`). `load_models` builds a run's models and optimisers, from the start or
+from a checkpoint; `open_run_folder` starts or continues its folder.
 """
 import json
 import os
@@ -20,9 +21,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
+from transformers import AutoModelForCausalLM
 
+import prm as prm_lib
 from cli import flag
-from distributed import RANK, WORLD
+from distributed import RANK, WORLD, prepare
 
 
 def save_atomic(path: str, models: dict, tok, state: dict | None, extra: dict | None = None,
@@ -127,3 +130,51 @@ def check_resume(saved: dict, args):
     if diffs:
         raise SystemExit(f"--resume: the checkpoint in {args.out} was trained with other settings: {'; '.join(diffs)} "
                          f"(give the saved values, or a new --out)")
+
+
+def load_models(args, policy_path: str, ckpt: str | None, state: dict) -> tuple:
+    """The run's models, prepared (distributed.prepare), and their AdamW optimisers: from the starting
+    weights, or from checkpoint `ckpt` (`state`: its state.pt) with the optimisers' states.
+
+    The policy; the reward model: a causal LM with a scalar head per token (rePIRL, prm-only, AIRL's
+    discriminator, Math-Shepherd) or PRIME's implicit PRM, a causal LM; a frozen reference (the KL anchor,
+    PRIME's pi_ref); PPO's critic, a policy copy with a value head. Returns (policy, prm, ref, critic,
+    opt, prm_opt, critic_opt), None where the method has no such model.
+    """
+    policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
+    prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
+    if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
+        prm = prepare(prm_lib.load_prm(prm_path), args)
+    elif args.method == "prime":                                                # implicit PRM: a causal LM
+        prm = prepare(AutoModelForCausalLM.from_pretrained(prm_path), args)
+    else:
+        prm = None
+    ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
+    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's pi_ref
+           if args.kl_coef > 0 or args.method == "prime" else None)
+    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
+    prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if prm is not None else None
+    critic = (prepare(prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path), args)
+              if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
+    critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
+                  if critic is not None else None)
+    if ckpt:
+        for model, optimizer, key in ((policy, opt, "opt"), (prm, prm_opt, "prm_opt"),
+                                      (critic, critic_opt, "critic_opt")):
+            if optimizer is not None and state[key] is not None:               # None: saved before its first step
+                load_optimizer(model, optimizer, state[key])
+    elif args.keep_warm_optimizer and os.path.exists(os.path.join(policy_path, "optimizer.pt")):
+        load_optimizer(policy, opt, torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
+        for group in opt.param_groups:                                          # the warm start's moments, our lr
+            group["lr"] = args.lr
+    return policy, prm, ref, critic, opt, prm_opt, critic_opt
+
+
+def open_run_folder(args, start: int):
+    """Rank 0: the run folder with args.json, and its logs cut back to iteration `start` (the checkpoint's)."""
+    if RANK == 0:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
+        for name in ("metrics.jsonl", "samples.jsonl"):                          # drop what the checkpoint lacks
+            truncate_log(os.path.join(args.out, name), start)

@@ -3,7 +3,7 @@ and the expert trajectories of the same prompts.
 
 `load_task` builds the task of tasks.py from the flags, attaches an --expert file, and refuses what the
 loop cannot train on with a one-line message (too few prompts, no held-out prompts, no expert solutions
-for a method that reads them, a PRM whose tokenizer differs from the policy's). Iteration `it` draws
+for a method that reads them, a PRM whose tokenizer differs from the policy's: `load_tokenizer`). Iteration `it` draws
 consecutive slices of per-epoch shuffles (`iteration_prompts`), a function of the seed and the
 iteration alone, so a resumed run replays exactly; `outcome_rewards` is r_o, `expert_batch` tau^E.
 """
@@ -88,3 +88,17 @@ def outcome_rewards(task, completions: list[str], examples: list) -> list[float]
 def expert_batch(tok, task, examples) -> rollout.Batch:
     """The expert trajectories tau^E of the given examples, as a Batch."""
     return rollout.encode(tok, [task.render(ex, tok) for ex in examples], [ex.solution for ex in examples])
+
+
+def load_tokenizer(args, task, policy_path: str):
+    """The policy's tokenizer (with a pad token), checked against the PRM's; prompts over --max-prompt-tokens
+    are dropped from the task, and the task checked again."""
+    tok = AutoTokenizer.from_pretrained(policy_path)
+    if tok.pad_token is None:                                                   # Llama, Mistral, GPT-2 ship none
+        tok.pad_token = tok.eos_token
+    check_prm_tokenizer(args, tok)
+    if args.max_prompt_tokens:
+        tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
+        hint = f"after dropping those over --max-prompt-tokens {args.max_prompt_tokens}"
+        check_prompts(task, args, hint, hint)
+    return tok

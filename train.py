@@ -45,11 +45,10 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 import cli
@@ -60,12 +59,11 @@ import rollout
 import tasks
 from baselines import airl_update, bc_step, critic_advantages, mcts_update, prime_update
 from batching import merge_stats, micro_batches, ppo_minibatches, prm_rewards, sequence_logprobs
-from checkpoint import check_resume, checkpoints, install_sigterm_handler, load_optimizer, save_checkpoint, truncate_log
-from distributed import (DEVICE, RANK, WORLD, all_gather, all_sum, apply_gradients, init_processes, prepare, print0,
+from checkpoint import check_resume, checkpoints, install_sigterm_handler, load_models, open_run_folder, save_checkpoint
+from distributed import (DEVICE, RANK, WORLD, all_gather, all_sum, apply_gradients, init_processes, print0,
                          sampling_seed, sharded, stop_processes)
-from heldout import greedy_accuracy, prm_auc
-from loop_data import check_prm_tokenizer, check_prompts, expert_batch, iteration_prompts, load_task, needs_experts, \
-    outcome_rewards
+from heldout import greedy_accuracy, prm_auc, write_summary
+from loop_data import expert_batch, iteration_prompts, load_task, load_tokenizer, needs_experts, outcome_rewards
 from warmstart import warm_start
 
 
@@ -394,49 +392,13 @@ def main(args: Args):
         check_resume(state["args"], args)
     task = load_task(args)
     policy_path = args.policy or warm_start(args, task)
-    tok = AutoTokenizer.from_pretrained(policy_path)
-    if tok.pad_token is None:                                                   # Llama, Mistral, GPT-2 ship none
-        tok.pad_token = tok.eos_token
-    check_prm_tokenizer(args, tok)
-    if args.max_prompt_tokens:
-        tasks.drop_long_prompts(task, tok, args.max_prompt_tokens)
-        hint = f"after dropping those over --max-prompt-tokens {args.max_prompt_tokens}"
-        check_prompts(task, args, hint, hint)
-    policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
-    prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
-    if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
-        prm = prepare(prm_lib.load_prm(prm_path), args)
-    elif args.method == "prime":                                                # implicit PRM: a causal LM
-        prm = prepare(AutoModelForCausalLM.from_pretrained(prm_path), args)
-    else:
-        prm = None
-    uses_prm = prm is not None
-    ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
-    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's pi_ref
-           if args.kl_coef > 0 or args.method == "prime" else None)
-    opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
-    prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if uses_prm else None
-    critic = (prepare(prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path), args)
-              if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
-    critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
-                  if critic is not None else None)
-    policy_ref = ref if args.kl_coef > 0 else None
-    if ckpt:
-        for model, optimizer, key in ((policy, opt, "opt"), (prm, prm_opt, "prm_opt"),
-                                      (critic, critic_opt, "critic_opt")):
-            if optimizer is not None and state[key] is not None:               # None: saved before its first step
-                load_optimizer(model, optimizer, state[key])
-    elif args.keep_warm_optimizer and os.path.exists(os.path.join(policy_path, "optimizer.pt")):
-        load_optimizer(policy, opt, torch.load(os.path.join(policy_path, "optimizer.pt"), weights_only=True))
-        for group in opt.param_groups:                                          # the warm start's moments, our lr
-            group["lr"] = args.lr
+    tok = load_tokenizer(args, task, policy_path)
+    # the policy; the reward model (a scalar head per token; PRIME's: a causal LM); a frozen reference (KL
+    # anchor, PRIME's pi_ref); PPO's critic; their AdamW optimisers, restored from the checkpoint
+    policy, prm, ref, critic, opt, prm_opt, critic_opt = load_models(args, policy_path, ckpt, state)
+    uses_prm, policy_ref = prm is not None, (ref if args.kl_coef > 0 else None)
     start = state.get("iteration", 0)
-    if RANK == 0:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=1)
-        for name in ("metrics.jsonl", "samples.jsonl"):                          # drop what the checkpoint lacks
-            truncate_log(os.path.join(args.out, name), start)
+    open_run_folder(args, start)
     acc_start = state["accuracy_start"] if ckpt else greedy_accuracy(policy, tok, task, task.test, args)
     print0(f"{args.method}: {WORLD} process(es) on {DEVICE}, start accuracy {acc_start:.3f}"
            + (f", resumed from {ckpt}" if ckpt else ""))
@@ -505,13 +467,7 @@ def main(args: Args):
     acc_end = greedy_accuracy(policy, tok, task, task.test, args) if last is None else last
     auc = prm_auc(policy, prm, tok, task, task.test[:64], args) if args.method in ("repirl", "prm-only") else float("nan")
     summary = {"eval/accuracy_start": acc_start, "eval/accuracy_end": acc_end, "eval/prm_auc": auc}
-    if RANK == 0:
-        with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(summary) + "\n")
-    rows = [("warm start", f"{acc_start:7.3f}"), (f"{args.method} (trained)", f"{acc_end:7.3f}"),
-            ("gain", f"{acc_end - acc_start:+7.3f}"), ("PRM AUC (correct vs wrong)", f"{auc:7.3f}")]
-    print0(f"\n| {'held-out greedy accuracy':<28} | {'value':>7} |\n|{'-' * 30}|{'-' * 9}|\n"
-           + "\n".join(f"| {name:<28} | {value} |" for name, value in rows))
+    write_summary(args, summary)
     stop_processes()
     return summary
 

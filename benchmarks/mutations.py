@@ -140,7 +140,7 @@ MUTATIONS = [
     Mutation("heatmap-std-3f", "the heatmap legend prints std to 3 decimals", "report.py",
              "(mean {mean:.3g}, std {std:.3g})", "(mean {mean:.3f}, std {std:.3f})",
              ["tests/test_eval.py::test_heatmap_legend_reads_small_rewards"]),
-    Mutation("too-few-prompts-after-dropping", "no check after --max-prompt-tokens drops prompts", "train.py",
+    Mutation("too-few-prompts-after-dropping", "no check after --max-prompt-tokens drops prompts", "loop_data.py",
              "        check_prompts(task, args, hint, hint)\n", "",
              ["tests/test_hardening.py::test_max_prompt_tokens_leaving_too_few_prompts_is_refused"]),
 ]
