@@ -110,12 +110,14 @@ def parse_args(argv=None) -> Args:
 def prepare(args) -> tuple[str, str]:
     """The model folder and a JSON file of the prompts (and answers) of every iteration, in order."""
     import train                                      # the project's own data path, so the prompts are the loop's
+    import loop_data
+    import warmstart
     flags = ["--prompts", str(args.prompts)] + (["--policy", args.policy] if args.policy else [])
     targs = train.parse_args(flags)
-    task = train.load_task(targs)
-    policy = args.policy or train.warm_start(targs, task)
+    task = loop_data.load_task(targs)
+    policy = args.policy or warmstart.warm_start(targs, task)
     n = args.warmup + args.iterations
-    examples = [train.iteration_prompts(task.train, it, args.prompts, targs.seed) for it in range(n)]
+    examples = [loop_data.iteration_prompts(task.train, it, args.prompts, targs.seed) for it in range(n)]
     path = os.path.join(args.out, "prompts.json")
     with open(path, "w") as f:
         json.dump({"prompts": [[task.render(ex) for ex in exs] for exs in examples],

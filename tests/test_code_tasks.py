@@ -32,6 +32,7 @@ import code_data
 import sandbox
 import tasks
 from data_helpers import check_hub_calls, fixture, read_jsonl
+import loop_data
 import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,8 +231,8 @@ def test_bad_code_record_stops_train_before_the_first_iteration(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     flags = ["--task", "code-jsonl", "--data", str(path), "--n-test", "1", "--prompts", "2"]
     with pytest.raises(SystemExit, match=rf"code.jsonl:5: field 'tests' does not read \(KeyError: 'input'\)"):
-        train.load_task(train.parse_args(flags))
-    task = train.load_task(train.parse_args(flags + ["--skip-bad", "true"]))
+        loop_data.load_task(train.parse_args(flags))
+    task = loop_data.load_task(train.parse_args(flags + ["--skip-bad", "true"]))
     assert sorted(ex.id for ex in task.train + task.test) == ["train/0", "train/1", "train/2", "train/3"]
 
 

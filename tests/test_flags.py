@@ -13,9 +13,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import cli
+import loop_data
 import prm as prm_lib
 import tasks
 import train
+import warmstart
 from test_train import TINY_RUN, assert_resumed, logged_iterations, params, run
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -146,7 +149,7 @@ def test_every_flag_of_args_is_set_by_some_run():
             args = train.parse_args(TINY_RUN + fill(argv, tiny="t", expert="e", fixtures=FIXTURES)
                                     + ["--out", "o", "--cache", "c"])
             changed |= {f.name for f in fields(train.Args) if getattr(args, f.name) != getattr(default, f.name)}
-    missing = [train.flag(f.name) for f in fields(train.Args) if f.name not in changed]
+    missing = [cli.flag(f.name) for f in fields(train.Args) if f.name not in changed]
     assert not missing, f"no run of tests/test_flags.py sets {', '.join(missing)}"
 
 
@@ -175,6 +178,6 @@ def test_flag_group_runs(tmp_path, cache, tiny_path, name):
 
 
 def warm_start_of(cache, argv) -> str:
-    """The cached warm start a run used: the one written for its settings (train.warm_start's key)."""
+    """The cached warm start a run used: the one written for its settings (warmstart.warm_start's key)."""
     args = train.parse_args(TINY_RUN + argv + ["--cache", str(cache)])
-    return train.warm_start_path(args, train.load_task(args))
+    return warmstart.warm_start_path(args, loop_data.load_task(args))

@@ -14,6 +14,8 @@ import sys
 import pytest
 import torch
 
+import checkpoint
+import loop_data
 import tasks
 import tiny
 import train
@@ -63,7 +65,7 @@ def test_bad_test_file_stops_train_before_the_first_iteration(tmp_path):
     for test_data, message in ((bad, r"test.jsonl:2: no answer; expected"),
                                (str(tmp_path / "gone.jsonl"), r"gone.jsonl: no such file; expected an existing")):
         with pytest.raises(SystemExit, match=message):
-            train.load_task(train.parse_args(["--task", "jsonl", "--data", good, "--test-data", test_data,
+            loop_data.load_task(train.parse_args(["--task", "jsonl", "--data", good, "--test-data", test_data,
                                               "--prompts", "2"]))
 
 
@@ -84,7 +86,7 @@ def expert_line(prompt: str = "What is 17+18-30?", response: str = "17+18=35. 35
 
 def load_expert_via_train(path: str, *flags):
     """What train.py does with --expert on the arithmetic task (its parser, the tiny tokenizer)."""
-    return train.load_task(train.parse_args(["--n-train", "500", "--max-new-tokens", "40", "--expert", path, *flags]))
+    return loop_data.load_task(train.parse_args(["--n-train", "500", "--max-new-tokens", "40", "--expert", path, *flags]))
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -119,7 +121,7 @@ def test_skip_bad_drops_bad_expert_records_with_one_line(tmp_path, caplog):
 
 
 def test_skip_bad_flag_reaches_the_loaders(tmp_path):
-    ex = train.load_task(train.parse_args(["--n-train", "500"])).train[0]       # a training prompt, its expert
+    ex = loop_data.load_task(train.parse_args(["--n-train", "500"])).train[0]       # a training prompt, its expert
     path = write(tmp_path / "expert.jsonl", [expert_line(ex.prompt, ex.solution), "{not json"])
     with pytest.raises(SystemExit, match="expert.jsonl:2: not a JSON record"):
         load_expert_via_train(path)
@@ -171,7 +173,7 @@ def test_prm_with_another_tokenizer_is_refused(tmp_path):
     other.save_pretrained(tmp_path / "prm")
     args = train.parse_args(["--prm", str(tmp_path / "prm")])
     with pytest.raises(SystemExit, match=r"--prm .*prm: its tokenizer differs from the policy's \(\d+ vs \d+ tokens\)"):
-        train.check_prm_tokenizer(args, tiny.build_tokenizer())
+        loop_data.check_prm_tokenizer(args, tiny.build_tokenizer())
 
 
 # ----------------------------------------------------------------------------- resume and determinism
@@ -180,11 +182,11 @@ def test_resume_with_other_settings_lists_every_differing_flag():
     saved = vars(train.parse_args(["--k", "4", "--seed", "0", "--method", "repirl"]))
     given = train.parse_args(["--k", "2", "--seed", "1", "--method", "repirl", "--iterations", "999", "--keep", "5"])
     with pytest.raises(SystemExit) as refused:
-        train.check_resume(saved, given)
+        checkpoint.check_resume(saved, given)
     message = str(refused.value)
     assert "--seed: saved 0, given 1; --k: saved 4, given 2" in message          # in the order of Args
     assert "--iterations" not in message and "--keep" not in message        # how long it runs may change
-    train.check_resume(saved | {"iterations": 1, "out": "elsewhere"}, train.parse_args(["--k", "4"]))
+    checkpoint.check_resume(saved | {"iterations": 1, "out": "elsewhere"}, train.parse_args(["--k", "4"]))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ rollouts: each wires its loss the way the method defines it.
 - one policy step (`train.policy_update`) raises the log-probability of a completion with a positive
   advantage and lowers one with a negative advantage; the entropy bonus raises the entropy, the KL
   penalty pulls the policy towards its reference; ratios start at 1 at any sampling temperature;
-- `train.load_optimizer` takes the warm start's AdamW state; `--bc-steps 0` warm-starts nothing; the loop
+- `checkpoint.load_optimizer` takes the warm start's AdamW state; `--bc-steps 0` warm-starts nothing; the loop
   stops after `--max-bad-steps`.
 
 Reference gradients are autograd through the loss on the whole batch in one pass; the loop's steps
@@ -26,12 +26,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import batching
+import checkpoint
 import irl
+import loop_data
 import prm as prm_lib
 import rloo
 import rollout
 import tiny
 import train
+import warmstart
 
 PROMPTS = ["What is 1+2?\n", "What is 3+4?\n", "What is 5+6?\n"]
 EXPERT = ["1+2=3. Answer: 3", "3+4=7. Answer: 7", "5+6=11. Answer: 11"]
@@ -133,7 +137,7 @@ def test_prm_step_takes_the_gradient_of_eqn5_with_the_pseudo_expert_routing(smal
     reference = copy.deepcopy(prm)
     eqn5_reference(reference, experts, rolls, logp_old, routing, reduce).backward()
     args = train.Args(pseudo_expert=routing, reduce=reduce, prm_grad_clip=1e9, micro_batch_tokens=MB)
-    assert len(train.micro_batches(rolls, args)) > 1                              # the slices are put together
+    assert len(batching.micro_batches(rolls, args)) > 1                              # the slices are put together
     stats = reward_step(prm, args, experts, rolls, logp_old)
     assert_same_grads(grads(prm), grads(reference))
     expected_norm = torch.cat([p.grad.flatten() for p in reference.parameters()]).norm().item()
@@ -198,7 +202,7 @@ def test_airl_step_and_reward_are_the_discriminator_of_irl_airl_loss(small, form
     experts, rolls = batches(tok)
     policy = AutoModelForCausalLM.from_pretrained(path).eval()
     args = train.Args(method="airl", airl_form=form, prm_grad_clip=1e9, micro_batch_tokens=MB, temperature=0.8)
-    logp_old = train.sequence_logprobs(policy, rolls, args)                      # (N, T) at 0.8
+    logp_old = batching.sequence_logprobs(policy, rolls, args)                      # (N, T) at 0.8
     prm = load_prm(path)
     reference = copy.deepcopy(prm)
     m_E, m = experts.completion_mask, rolls.completion_mask
@@ -275,7 +279,7 @@ def row_logprobs(model, rolls, temperature=1.0):
 
 def policy_step(policy, rolls, adv, args, ref=None, lr=1e-2):
     """One train.policy_update, with plain SGD (a step along the gradient, nothing else)."""
-    logp_old = train.sequence_logprobs(policy, rolls, args)                      # (N, T) at args.temperature
+    logp_old = batching.sequence_logprobs(policy, rolls, args)                      # (N, T) at args.temperature
     return train.policy_update(policy, torch.optim.SGD(policy.parameters(), lr=lr), rolls, logp_old, adv, ref, args)
 
 
@@ -371,7 +375,7 @@ def test_warm_start_optimizer_state_loads_with_its_scheduler_entries(small):
     saved = opt.state_dict()
     assert "initial_lr" in saved["param_groups"][0]
     fresh = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
-    train.load_optimizer(model, fresh, copy.deepcopy(saved))
+    checkpoint.load_optimizer(model, fresh, copy.deepcopy(saved))
     for p in model.parameters():
         for key in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(fresh.state[p][key], opt.state[p][key]), key
@@ -381,7 +385,7 @@ def test_warm_start_optimizer_state_loads_with_its_scheduler_entries(small):
 def test_warm_start_of_zero_steps_is_the_initial_model(tmp_path):
     """--bc-steps 0: no behaviour cloning, the tiny model as initialised (the schedule divided by zero)."""
     args = train.parse_args(["--bc-steps", "0", "--cache", str(tmp_path)])
-    path = train.warm_start(args, train.load_task(train.parse_args(["--n-train", "100"])))
+    path = warmstart.warm_start(args, loop_data.load_task(train.parse_args(["--n-train", "100"])))
     init = tiny.build_model(tiny.build_tokenizer(), seed=0)
     assert torch.equal(torch.cat([p.flatten() for p in init.parameters()]),
                        torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(path).parameters()]))

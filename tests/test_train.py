@@ -11,6 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import batching
+import distributed
 import prm as prm_lib
 import rollout
 
@@ -112,17 +114,16 @@ def test_ppo_trains_its_critic_and_resumes_exactly(tmp_path, cache):
 
 
 def test_non_finite_gradient_is_skipped_and_overflow_stops():
-    import train
     model = torch.nn.Linear(2, 1)
     before = params(model)
     opt = torch.optim.SGD(model.parameters(), lr=1e21)
     model.weight.grad = torch.full_like(model.weight, float("nan"))
     model.bias.grad = torch.zeros_like(model.bias)
-    assert math.isnan(train.apply_gradients(model, opt, max_norm=1e40))
+    assert math.isnan(distributed.apply_gradients(model, opt, max_norm=1e40))
     assert torch.equal(params(model), before)                               # nothing applied
     model.weight.grad = torch.full_like(model.weight, 1e18)                 # finite, but the step overflows
     with pytest.raises(SystemExit, match="non-finite"):
-        train.apply_gradients(model, opt, max_norm=1e40)
+        distributed.apply_gradients(model, opt, max_norm=1e40)
 
 
 @pytest.mark.parametrize("flags, message", [(["--k", "1"], "--k 1"), (["--alpha", "-1"], "--alpha -1"),
@@ -148,7 +149,7 @@ def test_token_budget_micro_batches_cover_every_row_once_within_budget(tiny_path
     import train
     batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
     args = train.Args(micro_batch_tokens=80, micro_batch=3)
-    parts = train.micro_batches(batch, args)
+    parts = batching.micro_batches(batch, args)
     assert sorted(torch.cat([rows for rows, _, _ in parts]).tolist()) == list(range(len(batch)))
     assert len(parts) > 1
     for rows, cols, part in parts:
@@ -167,7 +168,7 @@ def test_token_budget_micro_batches_give_the_whole_batch_logprobs(tiny_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
     batch = ragged_batch(tok)
     whole = rollout.token_logprobs(model, batch.ids, batch.attention_mask)   # (N, T) one pass
-    parts = train.sequence_logprobs(model, batch, train.Args(micro_batch_tokens=60, temperature=1.0))  # (N, T)
+    parts = batching.sequence_logprobs(model, batch, train.Args(micro_batch_tokens=60, temperature=1.0))  # (N, T)
     m = batch.completion_mask
     torch.testing.assert_close(parts[m], whole[m], atol=1e-5, rtol=1e-5)
 
@@ -186,7 +187,7 @@ def test_single_on_policy_step_without_the_old_logprob_pass_takes_the_same_step(
     for separate in (True, False):
         model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        logp_old = train.sequence_logprobs(model, batch, args) if separate else None
+        logp_old = batching.sequence_logprobs(model, batch, args) if separate else None
         train.policy_update(model, opt, batch, logp_old, adv, None, args)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[0], params[1], atol=1e-6, rtol=0)
@@ -199,10 +200,10 @@ def test_sharded_micro_batches_halve_until_every_rank_has_the_same_count(tiny_pa
     import train
     batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
     args = train.Args(micro_batch_tokens=10_000)
-    assert len(train.micro_batches(batch, args)) == 1
-    monkeypatch.setattr(train, "sharded", lambda args: True)
-    monkeypatch.setattr(train, "all_max", lambda n: 4)                       # another rank needs 4
-    parts = train.micro_batches(batch, args)
+    assert len(batching.micro_batches(batch, args)) == 1
+    monkeypatch.setattr(batching, "sharded", lambda args: True)
+    monkeypatch.setattr(batching, "all_max", lambda n: 4)                       # another rank needs 4
+    parts = batching.micro_batches(batch, args)
     assert len(parts) == 4 and all(len(rows) for rows, _, _ in parts)
     assert sorted(torch.cat([rows for rows, _, _ in parts]).tolist()) == list(range(len(batch)))
 
@@ -215,7 +216,7 @@ def test_grad_checkpoint_recomputes_layers_with_the_same_gradients_and_no_dropou
     batch = ragged_batch(tok)
     grads, calls, greedy = [], [], []
     for checkpointed in (False, True):
-        model = train.prepare(AutoModelForCausalLM.from_pretrained(tiny_path, attention_dropout=0.5),
+        model = distributed.prepare(AutoModelForCausalLM.from_pretrained(tiny_path, attention_dropout=0.5),
                               train.Args(grad_checkpoint=checkpointed))
         runs = []
         model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: runs.append(1))  # a recompute stops early
@@ -233,7 +234,7 @@ def test_bf16_autocasts_forward_passes_and_keeps_float32_weights_and_logprobs(ti
     import train
     batch = ragged_batch(AutoTokenizer.from_pretrained(tiny_path))
     plain = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
-    bf16 = train.prepare(AutoModelForCausalLM.from_pretrained(tiny_path), train.Args(bf16=True))
+    bf16 = distributed.prepare(AutoModelForCausalLM.from_pretrained(tiny_path), train.Args(bf16=True))
     assert bf16(input_ids=batch.ids[:1]).logits.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
     logp = rollout.token_logprobs(bf16, batch.ids, batch.attention_mask)
