@@ -117,7 +117,7 @@ def install_sigterm_handler() -> threading.Event:
 
 
 RESUMABLE = ("out", "cache", "resume", "iterations", "save_every", "keep", "max_bad_steps", "log_samples",
-             "micro_batch", "micro_batch_tokens", "fsdp", "grad_checkpoint", "skip_bad")
+             "eval_every", "micro_batch", "micro_batch_tokens", "fsdp", "grad_checkpoint", "skip_bad")
 """The flags a resumed run may change: where it writes, how long it runs, what it logs, how its forward
 passes are cut, sharded and checkpointed. Every other flag changes the maths."""
 
