@@ -230,7 +230,7 @@ def test_bad_code_record_stops_train_before_the_first_iteration(tmp_path):
     path = tmp_path / "code.jsonl"
     path.write_text("\n".join(lines) + "\n")
     flags = ["--task", "code-jsonl", "--data", str(path), "--n-test", "1", "--prompts", "2"]
-    with pytest.raises(SystemExit, match=rf"code.jsonl:5: field 'tests' does not read \(KeyError: 'input'\)"):
+    with pytest.raises(SystemExit, match=r"code.jsonl:5: field 'tests' does not read \(KeyError: 'input'\)"):
         loop_data.load_task(train.parse_args(flags))
     task = loop_data.load_task(train.parse_args(flags + ["--skip-bad", "true"]))
     assert sorted(ex.id for ex in task.train + task.test) == ["train/0", "train/1", "train/2", "train/3"]

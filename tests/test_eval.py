@@ -15,7 +15,6 @@ import torch
 import eval as ev
 import prm as prm_lib
 import report
-import rollout
 import tasks
 import tiny
 
