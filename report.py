@@ -216,6 +216,15 @@ def svg_chart(series: list[dict], title: str, xlabel: str = "", ylabel: str = ""
     return "".join(out)
 
 
+def running_mean(ys: list, w: int) -> list:
+    """Mean of the last `w` values at every position (None values skipped; 0 where a window has none)."""
+    out = []
+    for j in range(len(ys)):
+        window = [v for v in ys[max(0, j - w + 1):j + 1] if v is not None]
+        out.append(sum(window) / max(1, len(window)))
+    return out
+
+
 CURVES = [("rollout/accuracy", ("rollout/accuracy",)), ("R_phi: expert vs policy", ("irl/R_expert", "irl/R_policy")),
           ("irl/ess", ("irl/ess",)), ("irl/loss", ("irl/loss",)), ("policy/entropy", ("policy/entropy",)),
           ("policy/zero_adv_groups", ("policy/zero_adv_groups",)), ("rollout/length", ("rollout/length",)),
@@ -238,9 +247,7 @@ def training_curves(metrics_path: str) -> str:
             w = max(1, len(ys) // 15)
             if w > 1:
                 series.append({"name": "", "x": xs, "y": ys, "color": c, "opacity": 0.3, "width": 1})
-                smooth = [sum(v for v in ys[max(0, j - w + 1):j + 1] if v is not None)
-                          / max(1, sum(v is not None for v in ys[max(0, j - w + 1):j + 1])) for j in range(len(ys))]
-                series.append({"name": f"{key} (mean of {w})", "x": xs, "y": smooth, "color": c})
+                series.append({"name": f"{key} (mean of {w})", "x": xs, "y": running_mean(ys, w), "color": c})
             else:
                 series.append({"name": key, "x": xs, "y": ys, "color": c, "markers": True})
         if series:
@@ -308,15 +315,6 @@ def report_html(res: dict, heatmaps: dict, metrics_path: str) -> str:
                  f'<a href="heatmap-{e(name)}-discounted.html">discounted</a>)</h2>')
         b.append(heatmap_table(pairs[:4], headers, 0.0))
     return page("rePIRL evaluation report", "\n".join(b))
-
-
-def running_mean(ys: list, w: int) -> list:
-    """Mean of the last `w` values at every position (None values skipped)."""
-    out = []
-    for j in range(len(ys)):
-        window = [v for v in ys[max(0, j - w + 1):j + 1] if v is not None]
-        out.append(sum(window) / len(window) if window else None)
-    return out
 
 
 COMPARED = [("eval/accuracy", "held-out greedy accuracy", 1), ("rollout/accuracy", "rollout accuracy (mean of 10)", 10),
