@@ -4,9 +4,9 @@ A batch of rollouts or expert trajectories can be far larger than one forward pa
 are sorted by length and packed into micro-batches of at most --micro-batch rows and
 --micro-batch-tokens tokens (rows x padded length), all-pad columns trimmed (`micro_batches`); a
 per-token quantity is computed on each and put back in place (`per_token`), as the no-grad log-probs
-and PRM token rewards are (`sequence_logprobs`, `prm_rewards`). A loss is normalised by whole-batch
-counts, so the micro-batches' gradients add up to the whole batch's, and their statistics merge
-(`merge_stats`). `ppo_minibatches` cuts a batch into the rows of each optimizer step.
+and PRM token rewards are (`sequence_logprobs`, `prm_rewards`); so is a per-row one (`per_row`), as
+the PRM step's R_phi(tau). A loss is normalised by whole-batch counts, so the micro-batches'
+gradients add up to the whole batch's, and their statistics merge (`merge_stats`). `ppo_minibatches` cuts a batch into the rows of each optimizer step.
 """
 import torch
 
@@ -58,6 +58,14 @@ def per_token(fn, batch, args) -> torch.Tensor:
     for rows, cols, part in micro_batches(batch, args):
         out[rows, cols] = fn(part)                                              # (n, t)
     return out
+
+
+def per_row(fn, parts: list) -> torch.Tensor:
+    """fn(part) -> (n,) on every micro-batch of `micro_batches(batch, args)`, put back in batch order: (N,).
+    Differentiable when fn is (the PRM step's R_phi with grad)."""
+    values = [(rows, fn(part)) for rows, _, part in parts]                      # [((n,), (n,))]
+    rows = torch.cat([r for r, _ in values])                                    # (N,) a permutation
+    return torch.cat([v for _, v in values])[rows.argsort()]                    # (N,)
 
 
 @torch.no_grad()

@@ -5,16 +5,20 @@ Every sequence in this project, sampled or expert, lives in one layout, the `Bat
     ids              [pad pad p0 p1 p2 | c0 c1 c2 EOS pad]     (N, T)
     attention_mask   [ 0   0  1  1  1  |  1  1  1  1   0 ]     (N, T)  real tokens
     completion_mask  [ 0   0  0  0  0  |  1  1  1  1   0 ]     (N, T)  the actions a_t, EOS included
+    logp             [ 0   0  0  0  0  | l0 l1 l2 l3   0 ]     (N, T)  sampled batches: log pi(a_t | s_t)
 
 prompts left-padded (so generation appends to every row at the same column), completions
 right-padded. Position ids are recomputed from the attention mask, as `generate` does, so a
 sequence scores the same whatever its padding. The k samples of a prompt are adjacent rows and
 `group[i]` names the prompt of row i: RLOO reshapes to (G, k) on that.
 
-`token_logprobs(model, ids, mask, temperature)` is the only place a log-probability is computed:
-the policy loss, the old log-probs, log pi_theta(tau) in the Eqn 5 weights and behaviour cloning
-all call it. It divides the logits by the sampling temperature, so log-probs recomputed right
-after sampling are those of the distribution that drew the tokens (PPO ratios start at exactly 1).
+`token_logprobs(model, ids, mask, temperature)` computes a log-probability by a forward pass: the
+policy loss, PPO's old log-probs, behaviour cloning and the reference all call it. It divides the
+logits by the sampling temperature, so log-probs recomputed right after sampling are those of the
+distribution that drew the tokens (PPO ratios start at exactly 1). The sampler itself also records
+the log-probability of every token it draws (`Batch.logp`, from the distribution it sampled): Eqn
+5's log pi_theta(tau), AIRL's reward and the entropy in the return read it, so no extra forward
+pass over the rollouts is needed for them.
 
     python rollout.py      # samples from the untrained tiny model and prints the batch layout
 """
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 
 @dataclass
@@ -32,13 +36,14 @@ class Batch:
     completion_mask: torch.Tensor   # (N, T) bool, 1 on completion tokens up to and including EOS
     group: torch.Tensor             # (N,) long, index of the prompt each row answers
     completions: list[str]          # (N,) decoded completion text, special tokens removed
+    logp: torch.Tensor | None = None  # (N, T) float, log pi(a_t | s_t) as sampled, 0 off completions; None if not sampled
 
     def __len__(self):
         return self.ids.shape[0]
 
     def to(self, device):
         return Batch(self.ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device),
-                     self.group.to(device), self.completions)
+                     self.group.to(device), self.completions, None if self.logp is None else self.logp.to(device))
 
 
 def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, group=None,
@@ -70,10 +75,12 @@ def concat(batches: list[Batch], pad_id: int) -> Batch:
     for b in batches:
         groups.append(b.group + offset)
         offset += int(b.group.max()) + 1
+    sampled = all(b.logp is not None for b in batches)
     return Batch(ids=torch.cat([pad(b.ids, b, s, pad_id) for b, s in zip(batches, starts)]),
                  attention_mask=torch.cat([pad(b.attention_mask, b, s, 0) for b, s in zip(batches, starts)]),
                  completion_mask=torch.cat([pad(b.completion_mask, b, s, False) for b, s in zip(batches, starts)]),
-                 group=torch.cat(groups), completions=[t for b in batches for t in b.completions])
+                 group=torch.cat(groups), completions=[t for b in batches for t in b.completions],
+                 logp=torch.cat([pad(b.logp, b, s, 0.0) for b, s in zip(batches, starts)]) if sampled else None)
 
 
 def select(batch: Batch, rows: torch.Tensor) -> Batch:
@@ -82,7 +89,8 @@ def select(batch: Batch, rows: torch.Tensor) -> Batch:
     cols = slice(int(used[0]), int(used[-1]) + 1)
     group = batch.group[rows]
     return Batch(batch.ids[rows, cols], batch.attention_mask[rows, cols], batch.completion_mask[rows, cols],
-                 torch.unique_consecutive(group, return_inverse=True)[1], [batch.completions[i] for i in rows.tolist()])
+                 torch.unique_consecutive(group, return_inverse=True)[1], [batch.completions[i] for i in rows.tolist()],
+                 None if batch.logp is None else batch.logp[rows, cols])
 
 
 def encode(tokenizer, prompts: list[str], responses: list[str], group=None) -> Batch:
@@ -92,15 +100,38 @@ def encode(tokenizer, prompts: list[str], responses: list[str], group=None) -> B
     return pack(prompt_ids, completion_ids, tokenizer.pad_token_id, group, list(responses))
 
 
+class SampledLogprobs(LogitsProcessor):
+    """Applies the sampling temperature and records log pi(y_t | s_t) of every token `generate` draws.
+
+    `generate` runs with temperature 1 and this as its only logits processor, so the scores it
+    returns, logits / temperature, are exactly what is sampled. It keeps their log-softmax (N, V)
+    for one step: the token drawn from them shows up as the last column of `input_ids` at the next
+    call (`take` reads the final one). One step of (N, V) in memory, and no forward pass of its own.
+    """
+    def __init__(self, temperature: float):
+        self.temperature, self.last, self.logp = temperature, None, []           # _, (N, V), [(N,) per token]
+
+    def __call__(self, input_ids, scores):
+        self.take(input_ids[:, -1])
+        scores = scores / self.temperature                                      # (N, V)
+        self.last = scores.float().log_softmax(-1)                              # (N, V)
+        return scores
+
+    def take(self, token):
+        if self.last is not None:
+            self.logp.append(self.last.gather(-1, token[:, None]).squeeze(-1))  # (N,)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, temperature: float,
              synced_gpus: bool = False) -> Batch:
     """Sample k completions for each prompt in one batched `generate` call (temperature 0: greedy).
 
     Sampling is plain softmax(logits / temperature): no top-k, no top-p, so `token_logprobs` at the
-    same temperature is exactly the sampling distribution. `synced_gpus`: a model sharded over ranks
-    (FSDP) gathers its weights from every rank in every forward pass, so a rank whose rows are done
-    keeps running passes (their output unused) until every rank's are.
+    same temperature is exactly the sampling distribution; `Batch.logp` holds the log-probability
+    of each sampled token as drawn (`SampledLogprobs`; None when greedy). `synced_gpus`: a model
+    sharded over ranks (FSDP) gathers its weights from every rank in every forward pass, so a rank
+    whose rows are done keeps running passes (their output unused) until every rank's are.
     """
     prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     return generate_from_ids(model, tokenizer, prompt_ids, k, max_new_tokens, temperature, synced_gpus)
@@ -116,22 +147,30 @@ def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max
     P = prompts.ids.shape[1]
     input_ids = prompts.ids.repeat_interleave(k, 0).to(device)                   # (N, P), N = G * k
     prompt_mask = prompts.attention_mask.repeat_interleave(k, 0).to(device)     # (N, P)
-    config = GenerationConfig(
-        do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
+    config = GenerationConfig(                                                   # the temperature: SampledLogprobs
+        do_sample=temperature > 0, temperature=None, top_k=None, top_p=None,
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    recorder = SampledLogprobs(temperature)
     out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, generation_config=config,
+                         logits_processor=LogitsProcessorList([recorder]) if temperature > 0 else None,
                          synced_gpus=synced_gpus)                                # (N, P + L)
     completion = out[:, P:]                                                      # (N, L)
     is_eos = completion == tokenizer.eos_token_id                                # (N, L)
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0                           # (N, L) strictly after the first EOS
     completion_mask = ~after_eos                                                 # (N, L)
     texts = tokenizer.batch_decode(completion.masked_fill(after_eos, tokenizer.pad_token_id), skip_special_tokens=True)
+    logp = None
+    if temperature > 0:
+        recorder.take(out[:, -1])
+        drawn = torch.stack(recorder.logp, 1)                                    # (N, L) one per generated column
+        logp = F.pad(torch.where(completion_mask, drawn, 0.0), (P, 0))           # (N, T)
     return Batch(
         ids=out,
         attention_mask=torch.cat([prompt_mask, completion_mask.long()], 1),     # (N, T)
         completion_mask=torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), completion_mask], 1),  # (N, T)
         group=torch.arange(len(prompt_ids)).repeat_interleave(k).to(device),     # (N,)
         completions=texts,
+        logp=logp,
     )
 
 

@@ -8,8 +8,8 @@ PRM updates (Eqn 5) and policy updates (RLOO), as Algorithm 1 of arXiv 2602.0783
     torchrun --nproc_per_node 8 train.py ... --fsdp true --grad-checkpoint true --bf16 true    # 7B models: README
 
 One iteration, in the phases the loop below is labelled with:
-  1) rollout: k samples per prompt from pi_theta; outcome reward r_o; log pi_theta(tau) at the
-     sampling temperature (also the PPO old log-probs, so ratios start at exactly 1);
+  1) rollout: k samples per prompt from pi_theta; outcome reward r_o; log pi_theta(a_t | s_t) of each
+     sampled token, recorded by the sampler (rollout.SampledLogprobs, no forward pass of its own);
   2) PRM update on Eqn 5 (irl.repirl_loss): expert trajectories of the same prompts, plus the
      correct rollouts when pseudo-expert correction is on; the failed rollouts are the policy
      samples of the partition estimate;
@@ -38,8 +38,9 @@ Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
 2. The policy's learning rate is 3e-5, from issue 14's probe (RLOO from a careless warm start: 0.190
    at 1e-5, 0.205 at 3e-5), not tuned further; the paper's 1e-6 is for 3B-4B models. Alpha 0.1, the
    PRM's 1e-4, the clip, the entropy bonus and k = 4 are the paper's.
-3. The PRM step recomputes R_phi under grad in micro-batches after a no-grad pass (the weights need
-   the whole batch), so memory is bounded by the micro-batch; the gradient is exactly Eqn 5's.
+3. When the batch is larger than one micro-batch, the PRM step recomputes R_phi under grad in
+   micro-batches after a no-grad pass (the weights need the whole batch), so memory is bounded by the
+   micro-batch; the gradient is exactly Eqn 5's either way.
 """
 import json
 import math
@@ -58,7 +59,7 @@ import rloo
 import rollout
 import tasks
 from baselines import airl_update, bc_step, critic_advantages, mcts_update, prime_update
-from batching import merge_stats, micro_batches, ppo_minibatches, prm_rewards, sequence_logprobs
+from batching import merge_stats, micro_batches, per_row, ppo_minibatches, prm_rewards, sequence_logprobs
 from checkpoint import check_resume, checkpoints, install_sigterm_handler, load_models, open_run_folder, save_checkpoint
 from distributed import (DEVICE, RANK, WORLD, all_gather, all_sum, apply_gradients, init_processes, print0,
                          sampling_seed, sharded, stop_processes)
@@ -310,12 +311,16 @@ def process_rewards(prm, ref, rolls, logp_old, args, tok):
 def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
     """2) One AdamW step of the PRM on Eqn 5 over the whole (all-rank) batch.
 
-    The importance weights need every trajectory's R_phi, so: R_phi of all trajectories without
-    grad; the loss and its gradient with respect to those scalars on the gathered batch; then each
-    micro-batch recomputes its R_phi under grad and back-propagates its slice of that gradient.
+    The importance weights need every trajectory's R_phi, so the loss is taken on the gathered
+    scalars R_phi(tau) and its gradient with respect to them is sent back through the PRM. When the
+    experts and the rollouts each fit one micro-batch, R_phi is computed once, with grad; otherwise
+    first without grad, then each micro-batch recomputes its R_phi under grad and back-propagates
+    its slice of that gradient (memory bounded by the micro-batch).
     """
-    R_E = prm_lib.trajectory_reward(prm_rewards(prm, experts, args), experts.completion_mask, args.reduce)  # (E,)
-    R = prm_lib.trajectory_reward(prm_rewards(prm, rolls, args), rolls.completion_mask, args.reduce)        # (N,)
+    parts = [micro_batches(batch, args) for batch in (experts, rolls)]
+    one_pass = all(len(p) == 1 for p in parts)                                  # R_phi once, with grad
+    with torch.set_grad_enabled(one_pass):
+        R_E, R = (per_row(lambda part: trajectory_R(prm, part, args), p) for p in parts)  # (E,), (N,)
     R_E_all = all_gather(R_E).requires_grad_()                                  # (E * W,) leaves
     R_all = all_gather(R).requires_grad_()                                      # (N * W,)
     correct_all = all_gather(correct)                                           # (N * W,)
@@ -329,14 +334,21 @@ def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
     dR_E, dR = dR_E.view(WORLD, -1)[RANK], dR.view(WORLD, -1)[RANK]             # this rank's slices
 
     prm_opt.zero_grad(set_to_none=True)
-    for batch, grad in ((experts, dR_E), (rolls, dR)):
-        for rows, _, part in micro_batches(batch, args):
-            r = prm_lib.token_rewards(prm, part.ids, part.attention_mask, part.completion_mask)  # (n, t)
-            R_mb = prm_lib.trajectory_reward(r, part.completion_mask, args.reduce)  # (n,)
-            (R_mb * grad[rows]).sum().backward()                                 # d(-J)/dphi, this slice
+    if one_pass:
+        ((R_E * dR_E).sum() + (R * dR).sum()).backward()                        # d(-J)/dphi
+    else:
+        for p, grad in zip(parts, (dR_E, dR)):
+            for rows, _, part in p:
+                (trajectory_R(prm, part, args) * grad[rows]).sum().backward()   # d(-J)/dphi, this slice
     stats["irl/loss"] = loss.item()
     stats["irl/grad_norm"] = apply_gradients(prm, prm_opt, args.prm_grad_clip)
     return stats
+
+
+def trajectory_R(prm, part, args) -> torch.Tensor:
+    """R_phi(tau) (n,) of a micro-batch: its token rewards reduced by --reduce (sum, or mean)."""
+    r = prm_lib.token_rewards(prm, part.ids, part.attention_mask, part.completion_mask)  # (n, t)
+    return prm_lib.trajectory_reward(r, part.completion_mask, args.reduce)      # (n,)
 
 
 def policy_update(policy, opt, rolls, logp_old, adv, ref, args):
@@ -374,11 +386,11 @@ def method_rewards(args, r_o: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def needs_old_logprobs(args) -> bool:
-    """Whether anything reads log pi_old(a_t | s_t) before the policy's update: Eqn 5's importance
-    weights, AIRL's reward, the entropy in the return, GAE's rewards, a reference-free PPO step after
-    the first. If not, the loop skips that forward pass (9% of an outcome-RLOO iteration)."""
-    return (args.method in ("repirl", "prm-only", "airl") or args.entropy == "return" or args.estimator == "ppo"
-            or args.ppo_epochs * args.minibatches > 1)
+    """Whether PPO needs log pi_old(a_t | s_t) from a forward pass of its own: only when it takes more
+    than one optimizer step per batch (after the first, the policy has moved). The rewards (Eqn 5's
+    weights, AIRL's, the entropy in the return) read the sampler's log-probs, rolls.logp; a single
+    step uses its own forward pass, detached, as log pi_old (ratio exactly 1)."""
+    return args.ppo_epochs * args.minibatches > 1
 
 
 def main(args: Args):
@@ -407,9 +419,9 @@ def main(args: Args):
     bar = tqdm(range(start, args.iterations), desc=args.method, disable=RANK != 0, initial=start, total=args.iterations)
     for it in bar:
         t0 = time.time()
-        # 1) rollout: k samples per prompt, outcome reward, log pi_theta(tau) at the sampling temperature
+        # 1) rollout: k samples per prompt, outcome reward, log pi_theta(a_t | s_t) as sampled (rolls.logp)
         rolls, r_o, examples = sample_groups(policy, tok, task, it, args)
-        logp_old = sequence_logprobs(policy, rolls, args) if needs_old_logprobs(args) else None  # (N, T)
+        logp_old = sequence_logprobs(policy, rolls, args) if needs_old_logprobs(args) else None  # (N, T) PPO's
         t_rollout = time.time() - t0
         experts = expert_batch(tok, task, examples).to(DEVICE) if needs_experts(args) else None
         stats = {"rollout/accuracy": all_sum(r_o.mean()).item() / WORLD,
@@ -423,11 +435,11 @@ def main(args: Args):
             # 2) reward-model update (Eqn 5 for rePIRL)
             t1 = time.time()
             if uses_prm and not args.freeze_prm:
-                stats |= update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args,
+                stats |= update_reward_model(prm, prm_opt, ref, policy, experts, rolls, rolls.logp, r_o, args,
                                              tok=tok, task=task, examples=examples, it=it)
             # 3) score rollouts with the updated reward model: token rewards (N, T)
             t2 = time.time()
-            r_phi = (process_rewards(prm, ref, rolls, logp_old, args, tok) if uses_prm
+            r_phi = (process_rewards(prm, ref, rolls, rolls.logp, args, tok) if uses_prm
                      else torch.zeros(rolls.ids.shape, device=DEVICE))           # (N, T)
             t_prm, t_score = t2 - t1, time.time() - t2
             # 4) policy update (RLOO; --estimator ppo: GAE on the critic, which takes its own steps first)
@@ -435,9 +447,9 @@ def main(args: Args):
             in_return = args.entropy == "return"
             if critic is None:
                 adv, s = rloo.advantages(outcome, r_phi, rolls.completion_mask, args.k, alpha, args.estimator,
-                                         logp_old if in_return else None, args.ent_coef if in_return else 0.0)
+                                         rolls.logp if in_return else None, args.ent_coef if in_return else 0.0)
             else:
-                adv, s = critic_advantages(critic, critic_opt, outcome, r_phi, rolls, logp_old, alpha, args)
+                adv, s = critic_advantages(critic, critic_opt, outcome, r_phi, rolls, rolls.logp, alpha, args)
             stats |= s | policy_update(policy, opt, rolls, logp_old, adv, policy_ref, args)
         t_total = time.time() - t0
 

@@ -128,16 +128,18 @@ def eqn5_reference(prm, experts, rolls, logp_old, routing: str, reduce: str):
     return irl.repirl_loss(torch.cat([R_E, R[correct]]), R, logp_tau, torch.ones_like(correct))[0]
 
 
-@pytest.mark.parametrize("routing, reduce", [("paper", "sum"), ("both", "sum"), ("off", "mean")])
-def test_prm_step_takes_the_gradient_of_eqn5_with_the_pseudo_expert_routing(small, routing, reduce):
+@pytest.mark.parametrize("routing, reduce, budget", [("paper", "sum", MB), ("both", "sum", MB), ("off", "mean", MB),
+                                                     ("paper", "sum", 10**6), ("both", "mean", 10**6)])
+def test_prm_step_takes_the_gradient_of_eqn5_with_the_pseudo_expert_routing(small, routing, reduce, budget):
+    """In micro-batches (R_phi recomputed under grad, slices put together) and in one pass (R_phi once)."""
     tok, path = small
     experts, rolls = batches(tok)
     logp_old = fake_logp(rolls)                                                   # (N, T)
     prm = load_prm(path)
     reference = copy.deepcopy(prm)
     eqn5_reference(reference, experts, rolls, logp_old, routing, reduce).backward()
-    args = train.Args(pseudo_expert=routing, reduce=reduce, prm_grad_clip=1e9, micro_batch_tokens=MB)
-    assert len(batching.micro_batches(rolls, args)) > 1                              # the slices are put together
+    args = train.Args(pseudo_expert=routing, reduce=reduce, prm_grad_clip=1e9, micro_batch_tokens=budget)
+    assert (len(batching.micro_batches(rolls, args)) > 1) == (budget == MB)
     stats = reward_step(prm, args, experts, rolls, logp_old)
     assert_same_grads(grads(prm), grads(reference))
     expected_norm = torch.cat([p.grad.flatten() for p in reference.parameters()]).norm().item()
@@ -389,6 +391,25 @@ def test_warm_start_of_zero_steps_is_the_initial_model(tmp_path):
     init = tiny.build_model(tiny.build_tokenizer(), seed=0)
     assert torch.equal(torch.cat([p.flatten() for p in init.parameters()]),
                        torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(path).parameters()]))
+
+
+def test_the_loop_hands_eqn5_log_pi_of_the_rollouts_at_the_sampling_temperature(tmp_path, monkeypatch, small):
+    """The importance weights' log pi_theta(tau) in the loop (recorded by the sampler) are the sampling
+    policy's log-probs of each rollout at --temperature, summed over its completion tokens."""
+    _, path = small
+    seen = []
+    real = train.prm_update
+    monkeypatch.setattr(train, "prm_update", lambda prm, opt, experts, rolls, logp_tau, correct, args:
+                        seen.append((rolls, logp_tau)) or real(prm, opt, experts, rolls, logp_tau, correct, args))
+    monkeypatch.setattr(train, "install_sigterm_handler", threading.Event)
+    args = train.parse_args(["--policy", path, "--iterations", "1", "--prompts", "2", "--k", "3", "--n-test", "2",
+                             "--max-new-tokens", "8", "--temperature", "0.8", "--out", str(tmp_path / "run")])
+    train.main(args)
+    (rolls, logp_tau), = seen
+    policy = AutoModelForCausalLM.from_pretrained(path).eval()                    # the sampling policy: iteration 1
+    with torch.no_grad():
+        logp = rollout.token_logprobs(policy, rolls.ids, rolls.attention_mask, 0.8)   # (N, T)
+    torch.testing.assert_close(logp_tau, (logp * rolls.completion_mask).sum(-1), atol=1e-4, rtol=1e-5)
 
 
 def test_loop_stops_after_max_bad_steps_without_applying_them(tmp_path, monkeypatch, small):

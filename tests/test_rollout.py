@@ -1,4 +1,5 @@
 """The batch layout, generation, and the one token_logprobs."""
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,6 +95,43 @@ def test_sampling_logprobs_match_generation_scores(tiny_path):
     mask = torch.cat([enc.attention_mask, torch.ones_like(gen)], 1)
     logp = rollout.token_logprobs(model, out.sequences, mask, temperature=0.7)[:, enc.input_ids.shape[1]:]
     torch.testing.assert_close(logp, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_generate_records_the_logprob_of_each_sampled_token(tiny_path, temperature):
+    """Batch.logp, recorded while sampling, is the forward pass's log-prob of each completion token at the
+    sampling temperature, 0 elsewhere; select and concat carry it; greedy records none."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    model.model.norm.weight.data *= 8                                   # peaked: EOS is drawn early in some rows
+    torch.manual_seed(0)
+    prompts = ["What is 1+2?\n", "Hi\n", "7"]
+    a = rollout.generate(model, tok, prompts, k=3, max_new_tokens=10, temperature=temperature)
+    b = rollout.generate(model, tok, prompts[:1], k=2, max_new_tokens=4, temperature=temperature)
+    both = rollout.concat([a, b], tok.pad_token_id)
+    m = both.completion_mask
+    assert 0 < m.sum(1).min() < m.sum(1).max()                          # ragged: the rows end at different columns
+    ref = rollout.token_logprobs(model, both.ids, both.attention_mask, temperature)  # (N, T)
+    torch.testing.assert_close(both.logp[m], ref[m], atol=1e-5, rtol=1e-5)
+    assert (both.logp[~m] == 0).all() and both.logp[m].max() < 0
+    rows = torch.tensor([1, 4, 9])
+    torch.testing.assert_close(rollout.select(both, rows).logp.sum(-1), both.logp[rows].sum(-1))
+    assert rollout.generate(model, tok, prompts, k=1, max_new_tokens=4, temperature=0).logp is None
+
+
+def test_generate_samples_at_the_temperature(tiny_path):
+    """The first token's frequencies over 3000 draws follow softmax(logits / 0.5), not softmax(logits)."""
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    model.model.norm.weight.data *= 3
+    ids = tok("Hi\n", return_tensors="pt").input_ids
+    logits = model(ids).logits[0, -1].detach()                          # (V,)
+    torch.manual_seed(0)
+    first = rollout.generate(model, tok, ["Hi\n"], k=3000, max_new_tokens=1, temperature=0.5).ids[:, -1]
+    freq = torch.bincount(first, minlength=logits.numel()).float() / 3000  # (V,)
+    at = {t: (logits / t).softmax(-1) for t in (0.5, 1.0)}
+    assert (at[0.5] - at[1.0]).abs().max() > 0.1                        # the two temperatures are far apart
+    assert (freq - at[0.5]).abs().max() < 0.03
 
 
 def test_concat_realigns_batches():

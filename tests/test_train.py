@@ -175,13 +175,15 @@ def test_token_budget_micro_batches_give_the_whole_batch_logprobs(tiny_path):
 
 def test_single_on_policy_step_without_the_old_logprob_pass_takes_the_same_step(tiny_path):
     """needs_old_logprobs False: the update's own detached log-probs stand in for log pi_old, and the
-    step equals the one taken with a separate no-grad pass."""
+    step equals the one taken with a separate no-grad pass. Only several PPO steps per batch need it
+    (the rewards read the sampler's log-probs)."""
     import train
     tok = AutoTokenizer.from_pretrained(tiny_path)
     batch = ragged_batch(tok)
     args = train.Args(method="rloo", micro_batch_tokens=60, ent_coef=0.01)
-    assert not train.needs_old_logprobs(args)
-    assert train.needs_old_logprobs(train.Args(method="repirl")) and train.needs_old_logprobs(train.Args(method="rloo", ppo_epochs=2))
+    assert not any(train.needs_old_logprobs(train.Args(method=m, entropy=e, estimator=est)) for m in train.CHOICES["method"]
+                   for e in ("bonus", "return") for est in ("rloo", "ppo"))
+    assert train.needs_old_logprobs(train.Args(ppo_epochs=2)) and train.needs_old_logprobs(train.Args(minibatches=2))
     adv = torch.randn(batch.ids.shape) * batch.completion_mask                # (N, T)
     params = []
     for separate in (True, False):
