@@ -10,7 +10,10 @@ place. The conventions:
 3. a field without a default is a required flag;
 4. fields named in `positional` are taken by place instead (`python tasks.py gsm8k`), optional
    when they have a default;
-5. choices are checked after parsing, by the program (`check_choices`), naming the flag.
+5. choices are checked after parsing, by the program (`check_choices`), naming the flag;
+6. a program whose settings fall into parts (tabular.py: one run's `Args`, the report's `Report`)
+   passes the classes together, `dataclass_parser((Args, Report), ...)`, and takes each part back
+   from the parsed flags with `split`.
 """
 import argparse
 import ast
@@ -36,11 +39,12 @@ def boolean(text: str) -> bool:
 
 
 def dataclass_parser(cls, description: str, positional: tuple = ()) -> argparse.ArgumentParser:
-    """A parser with `--name-with-dashes` (and `--name_with_underscores`) for every field of `cls`,
-    or a positional argument for the fields named in `positional`."""
-    docs = field_docs(cls)
+    """A parser with `--name-with-dashes` (and `--name_with_underscores`) for every field of `cls` (a
+    dataclass, or a tuple of them), or a positional argument for the fields named in `positional`."""
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    docs = {name: doc for c in classes for name, doc in field_docs(c).items()}
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(cls):
+    for f in (f for c in classes for f in fields(c)):
         default = f.default if f.default_factory is MISSING else f.default_factory()
         kw = dict(type=boolean, nargs="?", const=True) if f.type is bool else dict(type=f.type)   # bare --flag: true
         kw["help"] = docs.get(f.name, "")
@@ -51,6 +55,11 @@ def dataclass_parser(cls, description: str, positional: tuple = ()) -> argparse.
         kw |= dict(required=True, default=argparse.SUPPRESS) if default is MISSING else dict(default=default)
         parser.add_argument(*names, **kw, metavar=f.type.__name__)
     return parser
+
+
+def split(namespace: argparse.Namespace, cls):
+    """The instance of one of the classes passed together to `dataclass_parser`, from the parsed flags."""
+    return cls(**{f.name: getattr(namespace, f.name) for f in fields(cls)})
 
 
 def flag(name: str) -> str:

@@ -489,29 +489,30 @@ def experiments(args: Args, seeds, names) -> None:
     print(f"\n({time.time() - t0:.0f} s)")
 
 
-def parse_args(argv=None):
-    """The CLI from `Args` (one flag per field, its docstring as help), plus the report's own flags."""
-    parser = cli.dataclass_parser(Args, __doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one seed per row (about a third of the time)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per row of the report")
-    parser.add_argument("--experiments", default="recovery,entropy,reduce,pseudo,irl",
-                        help="comma-separated report tables; 'run' trains once with the flags and prints its metrics")
-    ns = vars(parser.parse_args(argv))
-    quick, n_seeds, names = ns.pop("quick"), ns.pop("seeds"), ns.pop("experiments").split(",")
-    args = Args(**ns)
+@dataclass
+class Report:
+    """The report around the runs: which tables, over how many seeds."""
+    experiments: str = "recovery,entropy,reduce,pseudo,irl"
+    """comma-separated report tables; 'run' trains once with the flags and prints its metrics"""
+    seeds: int = 3
+    """seeds per row of the report, from --seed on"""
+    quick: bool = False
+    """one seed per row (about a third of the time)"""
+
+
+def parse_args(argv=None) -> tuple:
+    """The CLI from `Args` and `Report` (one flag per field, its docstring as help)."""
+    ns = cli.dataclass_parser((Args, Report), __doc__.split("\n\n")[0]).parse_args(argv)
+    args, report = cli.split(ns, Args), cli.split(ns, Report)
     check_args(args)
-    return args, quick, n_seeds, names
+    return args, report
 
 
 def check_args(args: Args):
     """Refuse values a run cannot honour, naming the flag."""
-    choices = {"irl": ("repirl", "airl", "sigmoid", "oracle"), "reduce": ("sum", "mean"),
-               "policy_reduce": ("same", "sum"), "entropy": ("reward", "bonus"),
-               "pseudo_expert": ("off", "paper", "both")}
-    for name, allowed in choices.items():
-        if getattr(args, name) not in allowed:
-            flag, value = "--" + name.replace("_", "-"), getattr(args, name)
-            raise SystemExit(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+    cli.check_choices(args, {"irl": ("repirl", "airl", "sigmoid", "oracle"), "reduce": ("sum", "mean"),
+                             "policy_reduce": ("same", "sum"), "entropy": ("reward", "bonus"),
+                             "pseudo_expert": ("off", "paper", "both")})
     if args.alpha <= 0:
         raise SystemExit(f"--alpha {args.alpha}: the process reward is the policy's only reward here; use alpha > 0")
     if args.pseudo_expert == "both" and args.irl != "repirl":
@@ -520,15 +521,14 @@ def check_args(args: Args):
 
 def main(argv=None):
     torch.set_num_threads(1)                                                    # tiny tensors: one core is fastest
-    args, quick, n_seeds, names = parse_args(argv)
-    if quick:
-        n_seeds = 1
+    args, report = parse_args(argv)
+    names = report.experiments.split(",")
     if "run" in names:
         t0 = time.time()
         m = run(args)
         print(" ".join(f"{key} {value:.4g}" for key, value in m.items()), f"({time.time() - t0:.1f} s)")
         return
-    experiments(args, list(range(args.seed, args.seed + n_seeds)), names)
+    experiments(args, list(range(args.seed, args.seed + (1 if report.quick else report.seeds))), names)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Prints a table mutation -> caught; exits 1 if any mutation survives.
 Not part of the test suite (slow: each mutation is a pytest session, some start train.py). Mutations of
 the loop's steps are caught by tests/test_loop.py (seconds); those of the loop itself by train.py runs.
 """
-import argparse
 import os
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402  (the project's modules live one folder up)
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -187,17 +188,23 @@ def named(failed: list) -> str:
     return ", ".join(tests[0] if len(tests) == 1 else f"{name} ({len(tests)} cases)" for name, tests in cases.items())
 
 
+@dataclass
+class Args:
+    only: str = ""
+    """comma-separated mutation names (default: all)"""
+    list: bool = False
+    """list the mutations and their tests, run nothing"""
+    keep: bool = False
+    """keep the copy of the project (its path is printed)"""
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="", help="comma-separated mutation names (default: all)")
-    parser.add_argument("--list", action="store_true", help="list the mutations and their tests, run nothing")
-    parser.add_argument("--keep", action="store_true", help="keep the copy of the project (its path is printed)")
-    cli = parser.parse_args()
-    chosen = [m for m in MUTATIONS if not cli.only or m.name in cli.only.split(",")]
-    unknown = set(cli.only.split(",")) - {m.name for m in MUTATIONS} if cli.only else set()
+    opts = Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args()))
+    chosen = [m for m in MUTATIONS if not opts.only or m.name in opts.only.split(",")]
+    unknown = set(opts.only.split(",")) - {m.name for m in MUTATIONS} if opts.only else set()
     if unknown:
         raise SystemExit(f"--only: unknown mutations {', '.join(sorted(unknown))}")
-    if cli.list:
+    if opts.list:
         for m in chosen:
             print(f"{m.name}: {m.what} ({m.file})\n    " + "\n    ".join(m.tests))
         return
@@ -236,7 +243,7 @@ def main():
     for m, failed, seconds in rows:
         print(f"| {m.name} | {m.what} | {failed} | {seconds:.0f} |")
     print(f"\n{len(rows) - survived} of {len(rows)} mutations caught")
-    if not cli.keep:
+    if not opts.keep:
         shutil.rmtree(project, ignore_errors=True)
     sys.exit(1 if survived else 0)
 

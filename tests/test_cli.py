@@ -116,3 +116,15 @@ def test_make_expert_checks_its_choices():
         make_expert.parse_args(["--task", "gsm8k", "--split", "dev", "--out", "e.jsonl"])
     with pytest.raises(SystemExit, match=r"--prompt-style 'fancy': expected one of auto, chat, plain"):
         make_expert.parse_args(["--task", "gsm8k", "--prompt-style", "fancy", "--out", "e.jsonl"])
+
+
+def test_classes_parsed_together_come_back_apart():
+    """tabular.py: one run's Args and the report's flags on one command line, each part rebuilt by split."""
+    import tabular
+    args, report = tabular.parse_args(["--quick", "--alpha", "0.5", "--experiments", "run", "--seeds", "2"])
+    assert (args.alpha, report.quick, report.experiments, report.seeds) == (0.5, True, "run", 2)
+    assert args == tabular.Args(alpha=0.5) and report == tabular.Report("run", 2, True)
+    help_text = cli.dataclass_parser((tabular.Args, tabular.Report), "test").format_help()
+    assert "one seed per row" in help_text and "tokens (with --eos" in help_text
+    with pytest.raises(SystemExit, match=r"--irl 'x': expected one of"):
+        tabular.parse_args(["--irl", "x"])
