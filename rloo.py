@@ -16,11 +16,16 @@ with R_phi(j) = sum_t r_phi(j, t). Both baselines are functions of the other sam
 estimate stays unbiased; the process baseline is a whole-trajectory sum, subtracted once, so it is
 independent of the length of sample i. (Subtracting a baseline from every token reward instead
 would add a length bonus or penalty to the objective.) Outcome and process parts are baselined
-separately and summed, as PRIME does; for RLOO this equals one baseline on the total, for GRPO
-it means each part is standardised by its own group statistics.
+separately and summed, as PRIME does; for RLOO this equals one baseline on the total.
 
-`estimator` picks the baseline (rePIRL Table 3): `rloo` leave-one-out mean; `grpo` group mean
-and group standard deviation; `reinforce` none.
+`estimator` picks the baseline (rePIRL Table 3): `rloo` leave-one-out mean; `reinforce` none;
+`grpo` group mean and standard deviation. For GRPO's process part the project follows
+DeepSeekMath's process supervision (arXiv 2402.03300, 4.1.3): every token reward is standardised
+by the mean and standard deviation of all token rewards of its group, and token t's advantage is
+the sum of the standardised rewards from t on. (Standardising the reward-to-go by the spread of
+the groups' totals instead divides a per-token quantity by a per-sequence spread: when the totals
+of a group nearly agree, the advantages explode.) Here the per-token mean is subtracted, so GRPO's
+process part carries the length term that RLOO's avoids.
 
 `ppo` replaces the group baseline by a learned critic V(s_t), PPO's value head (Schulman et al.
 2017), with generalised advantage estimation (GAE, Schulman et al. 2016) over the same rewards:
@@ -81,16 +86,10 @@ def advantages(r_o: torch.Tensor, r: torch.Tensor, completion_mask: torch.Tensor
     mask = completion_mask.float()                                              # (N, T)
     b_o, s_o = group_baseline(r_o.float().view(G, k), estimator)                # (G, k), (G, k)
     A_o = (r_o.float().view(G, k) - b_o) / s_o                                  # (G, k)
-    r = r * mask                                                                # (N, T)
-    R = r.sum(-1)                                                               # (N,) R_phi(tau)
-    reward_to_go = r.flip(-1).cumsum(-1).flip(-1)                               # (N, T) sum_{t' >= t} r(t')
-    b_p, s_p = group_baseline(R.view(G, k), estimator)                          # (G, k), (G, k)
-    A_p = (reward_to_go - b_p.reshape(N, 1)) / s_p.reshape(N, 1)               # (N, T)
+    A_p = token_reward_advantages(r, mask, k, estimator)                        # (N, T)
     adv = (A_o.reshape(N, 1) + alpha * A_p) * mask                              # (N, T)
     if logp is not None and ent_coef:
-        h = -logp.detach() * mask                                               # (N, T) -log pi(a_t | s_t)
-        b_h, s_h = group_baseline(h.sum(-1).view(G, k), estimator)              # (G, k)
-        A_h = (h.flip(-1).cumsum(-1).flip(-1) - b_h.reshape(N, 1)) / s_h.reshape(N, 1)  # (N, T)
+        A_h = token_reward_advantages(-logp.detach(), mask, k, estimator)       # (N, T) reward -log pi(a_t | s_t)
         adv = adv + ent_coef * A_h * mask                                       # (N, T)
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
@@ -102,6 +101,23 @@ def advantages(r_o: torch.Tensor, r: torch.Tensor, completion_mask: torch.Tensor
                  "policy/all_fail_groups": all_fail.float().mean().item(),
                  "policy/adv_all_fail_abs": (adv[all_fail].abs() * m_fail).sum().item() / max(m_fail.sum().item(), 1)}
     return adv, stats
+
+
+def token_reward_advantages(r: torch.Tensor, mask: torch.Tensor, k: int, estimator: str) -> torch.Tensor:
+    """Advantages (N, T) of per-token rewards r (N, T) on the completion tokens `mask` (N, T, float):
+    the reward-to-go minus the group baseline of the trajectories' totals (rloo, reinforce), or for
+    grpo DeepSeekMath's process supervision: rewards standardised over the group's tokens, summed from t on."""
+    N, T = r.shape
+    r = r * mask                                                                # (N, T)
+    if estimator == "grpo":
+        x, m = r.view(N // k, k * T), mask.view(N // k, k * T)                  # (G, kT) a group's tokens
+        n = m.sum(1, keepdim=True)                                              # (G, 1)
+        mu = x.sum(1, keepdim=True) / n.clamp(min=1)                            # (G, 1)
+        sd = ((((x - mu) * m) ** 2).sum(1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()  # (G, 1)
+        z = ((x - mu) / (sd + 1e-6) * m).view(N, T)                             # (N, T) standardised token rewards
+        return z.flip(-1).cumsum(-1).flip(-1)                                   # (N, T)
+    b, s = group_baseline(r.sum(-1).view(N // k, k), estimator)                 # (G, k) on R(tau)
+    return (r.flip(-1).cumsum(-1).flip(-1) - b.reshape(N, 1)) / s.reshape(N, 1)  # (N, T) reward-to-go - b
 
 
 def policy_loss(logp, logp_old, adv, completion_mask, entropy=None, clip: float = 0.2, ent_coef: float = 0.0,

@@ -49,6 +49,25 @@ def test_grpo_and_reinforce():
     torch.testing.assert_close(adv[:, 0], r_o)
 
 
+def test_grpo_process_part_standardises_token_rewards_over_the_group_by_hand():
+    """DeepSeekMath's process supervision: the group's token rewards {1, 3, 2} (the second sample is one
+    token long) have mean 2 and standard deviation 1, so they become (-1, 1 | 0); advantages sum them from t on."""
+    r = torch.tensor([[1.0, 3.0], [2.0, 7.0]])                           # 7 lies past the second sample's end
+    mask = torch.tensor([[1, 1], [1, 0]], dtype=torch.bool)
+    adv, _ = rloo.advantages(torch.zeros(2), r, mask, k=2, alpha=0.5, estimator="grpo")
+    torch.testing.assert_close(adv, 0.5 * torch.tensor([[0.0, 1.0], [0.0, 0.0]]), atol=1e-5, rtol=0)
+
+
+def test_grpo_process_advantages_stay_bounded_when_the_group_totals_agree():
+    """Four rollouts whose R_phi(tau) are all 0 but whose token rewards differ: standardising the
+    reward-to-go by the spread of the totals (0) would divide by 1e-6; over the group's tokens it does not."""
+    r = torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.5, -0.5, 0.0]])
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    for logp in (None, -r.abs() - 0.1):                                   # the same rule for the entropy's return
+        adv, _ = rloo.advantages(torch.zeros(4), r, mask, k=4, alpha=1.0, estimator="grpo", logp=logp, ent_coef=0.1)
+        assert adv.abs().max() < 5 and adv.abs().max() > 0.1
+
+
 def test_policy_loss_normaliser_and_clip():
     logp_old = torch.zeros(1, 3)
     logp = torch.log(torch.tensor([[1.0, 1.5, 0.5]]))                   # ratios 1, 1.5, 0.5
