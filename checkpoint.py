@@ -137,25 +137,26 @@ def load_models(args, policy_path: str, ckpt: str | None, state: dict) -> tuple:
     weights, or from checkpoint `ckpt` (`state`: its state.pt) with the optimisers' states.
 
     The policy; the reward model: a causal LM with a scalar head per token (rePIRL, prm-only, AIRL's
-    discriminator, Math-Shepherd) or PRIME's implicit PRM, a causal LM; a frozen reference (the KL anchor,
-    PRIME's pi_ref); PPO's critic, a policy copy with a value head. Returns (policy, prm, ref, critic,
+    discriminator, Math-Shepherd) or a causal LM (PRIME's implicit PRM, RL Tango's verifier); a frozen
+    reference (the KL anchor, PRIME's and KTO's pi_ref); PPO's critic, a policy copy with a value head
+    (not for bc and kto, which take no RLOO step). Returns (policy, prm, ref, critic,
     opt, prm_opt, critic_opt), None where the method has no such model.
     """
     policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
     if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
         prm = prepare(prm_lib.load_prm(prm_path), args)
-    elif args.method == "prime":                                                # implicit PRM: a causal LM
+    elif args.method in ("prime", "tango"):                                     # implicit PRM, Tango's verifier: LMs
         prm = prepare(AutoModelForCausalLM.from_pretrained(prm_path), args)
     else:
         prm = None
     ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
-    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's pi_ref
-           if args.kl_coef > 0 or args.method == "prime" else None)
+    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's, KTO's ref
+           if args.kl_coef > 0 or args.method in ("prime", "kto") else None)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
     prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if prm is not None else None
     critic = (prepare(prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path), args)
-              if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
+              if args.estimator == "ppo" and args.method not in ("bc", "kto") else None)
     critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
                   if critic is not None else None)
     if ckpt:

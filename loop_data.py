@@ -56,7 +56,7 @@ def needs_experts(args) -> bool:
 
 def check_prm_tokenizer(args, tok):
     """A PRM of another size is fine; one that reads tokens differently is not."""
-    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime", "mcts"):
+    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime", "mcts", "tango"):
         prm_vocab = AutoTokenizer.from_pretrained(args.prm).get_vocab()
         if prm_vocab != tok.get_vocab():
             raise SystemExit(f"--prm {args.prm}: its tokenizer differs from the policy's ({len(prm_vocab)} vs "
