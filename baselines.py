@@ -8,7 +8,8 @@ update); where a method differs from rePIRL, its step is here, dispatched from t
 - `mcts_update`: Math-Shepherd's step labels from Monte Carlo continuations (`mc_correct_counts`),
   BCE on the PRM's step logits;
 - `tango_update`, `tango_rewards`: RL Tango's verifier, a causal LM whose next token after each step is
-  a verdict '+' or '-', trained by RLOO on the outcome only; its expected verdicts are the process rewards;
+  a verdict '+' or '-', its last one trained by RLOO on the outcome; its expected verdicts are the process
+  rewards;
 - `critic_advantages`: --estimator ppo, GAE on a learned critic that takes its own steps;
 - `bc_step`: behaviour cloning on expert trajectories (--method bc, and the tiny default's warm start);
 - `kto_step`: KTO on the rollouts labelled by r_o, against the starting policy (--method kto).
@@ -158,38 +159,36 @@ def verdict_logits(verifier, part, ids: list[int]) -> torch.Tensor:
     return pair[..., 0] - pair[..., 1]                                          # (n, t)
 
 
-def verdict_uniforms(n: int, S: int, args, it: int) -> torch.Tensor:
-    """Uniforms (n, m, S) that sample the m verdict sequences of each rollout of this rank. Row i's come from a
-    seed of (seed, iteration, its row over all ranks), drawn step-major, so they depend on neither the number
-    of processes nor the largest step count S of the batch."""
-    rows = []
-    for i in range(n):
-        g = torch.Generator().manual_seed(sampling_seed(args.seed, it, RANK * n + i, "tango"))
-        rows.append(torch.rand(S, args.tango_samples, generator=g).T)          # (m, S)
-    return torch.stack(rows).to(DEVICE)                                         # (n, m, S)
+def verdict_uniforms(n: int, args, it: int) -> torch.Tensor:
+    """Uniforms (n, m) that sample the m verdicts of each rollout of this rank; row i's come from a seed of
+    (seed, iteration, its row over all ranks), so they do not depend on the number of processes."""
+    rows = [torch.rand(args.tango_samples, generator=torch.Generator().manual_seed(
+        sampling_seed(args.seed, it, RANK * n + i, "tango"))) for i in range(n)]
+    return torch.stack(rows).to(DEVICE)                                         # (n, m)
 
 
 def tango_update(verifier, opt, tok, rolls, r_o, it, args):
-    """2) RL Tango: one RLOO step of the verifier on its step verdicts of the rollouts (irl.tango_loss).
+    """2) RL Tango: one RLOO step of the verifier on its judgement of each rollout (irl.tango_loss).
 
-    The rollouts are cut into steps (prm.batch_steps); the verifier reads each one teacher-forced, and its
-    verdict logit z_s at each step's last token (`verdict_logits`) gives p('+') = sigmoid(z_s). For every
-    rollout, --tango-samples verdict sequences are drawn from those probabilities; each earns 1 when its
-    judgement of the rollout (correct when every step is '+') agrees with the checker's r_o, and the
-    verifier takes one AdamW step (--prm-lr) on the leave-one-out policy gradient, mean over all ranks'
-    rollouts. One forward pass per micro-batch: the verdicts are drawn from its own detached logits.
+    The verifier reads each rollout teacher-forced; its verdict logit after the last completion token
+    (`verdict_logits`; the end of the last step) gives p('+') = sigmoid(z). --tango-samples verdicts
+    are drawn from it per rollout, each rewarded 1 when it agrees with the checker's r_o, and the
+    verifier takes one AdamW step (--prm-lr) on the leave-one-out policy gradient, mean over all
+    ranks' rollouts, correct and wrong rollouts weighted to count alike. One forward pass per
+    micro-batch: the verdicts are drawn from its own detached logits.
     """
-    step_end = irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0])      # (N, S)
-    valid = step_end >= 0                                                       # (N, S)
-    u = verdict_uniforms(len(rolls), step_end.shape[1], args, it)              # (N, m, S)
+    u = verdict_uniforms(len(rolls), args, it)                                  # (N, m)
     ids = verdict_ids(tok)
     n_seq = all_sum(torch.tensor(float(len(rolls)), device=DEVICE))             # whole-batch normaliser
+    n_correct = all_sum((r_o > 0.5).sum().float())                              # whole-batch class count
     opt.zero_grad(set_to_none=True)
     parts = []
-    for rows, cols, part in micro_batches(rolls, args):
-        z = irl.gather_step_scores(verdict_logits(verifier, part, ids), step_end[rows] - cols.start)  # (n, S)
-        verdicts = (u[rows] < z.detach().sigmoid()[:, None]).float()           # (n, m, S) 1: '+'
-        loss, s = irl.tango_loss(z, verdicts, valid[rows], r_o[rows], n_seq)
+    for rows, _, part in micro_batches(rolls, args):
+        m = part.completion_mask                                                # (n, t)
+        last = m.shape[1] - 1 - m.flip(1).long().argmax(1)                      # (n,) last completion column
+        z = verdict_logits(verifier, part, ids).gather(1, last[:, None]).squeeze(1)  # (n,) the judgement's logit
+        verdicts = (u[rows] < z.detach().sigmoid()[:, None]).float()           # (n, m) 1: '+'
+        loss, s = irl.tango_loss(z, verdicts, r_o[rows], n_seq, n_correct)
         loss.backward()
         parts.append(s)
     stats = merge_stats(parts, "irl/tango_pg")

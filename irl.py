@@ -6,7 +6,7 @@
     prime_loss     PRIME implicit PRM                 on beta log(pi_psi / pi_ref), outcome labels
     step_bce_loss  Math-Shepherd, Monte Carlo labels  on the PRM's score per step (rewards: mc_step_rewards)
     kto_loss       KTO on labelled rollouts           on log(pi_theta / pi_ref) per rollout, desirable or not
-    tango_loss     RL Tango's verifier (RLOO)         on its verdict logits per step, rewarded by the outcome
+    tango_loss     RL Tango's verifier (RLOO)         on its final verdict's logit, rewarded by the outcome
 The rest of this docstring is rePIRL's; each baseline's function docstring gives its equations,
 shapes, normaliser and deviations from its paper.
 
@@ -426,74 +426,70 @@ def kto_loss(logp: torch.Tensor, logp_ref: torch.Tensor, completion_mask: torch.
 
 # ----------------------------------------------------------------------------- RL Tango: a verifier trained by RL
 
-def tango_verifier_rewards(verdicts: torch.Tensor, step_mask: torch.Tensor, r_o: torch.Tensor) -> torch.Tensor:
-    """The verifier's reward for each verdict sequence, (B, m): 1 when its judgement of the rollout (correct
-    when every step is judged '+') is the checker's r_o, else 0.
-
-    verdicts (B, m, S) 1 = '+' (the step is right), 0 = '-'; step_mask (B, S) real steps; r_o (B,) in {0, 1}.
-    """
-    judged_correct = ((verdicts > 0.5) | ~step_mask[:, None]).all(-1)          # (B, m) padding steps count as '+'
-    return (judged_correct == (r_o > 0.5)[:, None]).float()                    # (B, m)
-
-
-def tango_loss(z: torch.Tensor, verdicts: torch.Tensor, step_mask: torch.Tensor, r_o: torch.Tensor, n_seq=None):
+def tango_loss(z: torch.Tensor, verdicts: torch.Tensor, r_o: torch.Tensor, n_seq=None, n_correct=None):
     """The verifier's policy-gradient loss of RL Tango (Zha et al. 2025, arXiv 2505.15034): RLOO over m
-    sampled verdict sequences per rollout, rewarded by the outcome only.
+    sampled verdicts per rollout, rewarded by the outcome only.
 
-    Tango trains a generative verifier by RL beside the policy: it reads a rollout, judges every step,
-    and is rewarded only by whether its judgement of the whole solution matches the checker's. Here the
-    verdict on step s is one token, '+' or '-', read from the verifier's next-token distribution after
-    the step's last token, restricted to those two tokens:
+    Tango trains a generative verifier by RL beside the policy: it reads a rollout, judges every step
+    and then the whole solution, and is rewarded only by whether that final judgement matches the
+    checker's. Here a verdict is one token, '+' (right) or '-' (wrong), read from the verifier's
+    next-token distribution restricted to those two tokens, after the last token of a step; the
+    verdict after the rollout's last step is its judgement of the rollout:
 
-        p(v_s = '+')  = sigmoid(z_s),   z_s = log p('+') - log p('-')               (temperature 1)
-        log p(v)      = sum_s [ v_s log sigmoid(z_s) + (1 - v_s) log sigmoid(-z_s) ]  real steps only
-        R(v)          = 1[ (every v_s = '+') == r_o ]                                `tango_verifier_rewards`
-        A_j           = R(v_j) - mean_{j' != j} R(v_j')                              the m samples of one rollout
-        loss          = - sum_i sum_j A_ij log p(v_ij) / (n_seq m)
+        p('+')  = sigmoid(z),   z = log p('+') - log p('-') after the last token     (temperature 1)
+        R_j     = 1[ v_j = r_o ]                        v_j in {1 = '+', 0 = '-'}, j = 1..m samples
+        A_j     = R_j - mean_{j' != j} R_j'             leave-one-out over the m samples of one rollout
+        w_i     = n_seq / (2 n_c(i))                    n_c(i): the batch's rollouts of i's class
+        loss    = - sum_i w_i sum_j A_ij log p(v_ij) / (n_seq m)
+                  log p(v) = v log sigmoid(z) + (1 - v) log sigmoid(-z)
 
-        z          (B, S) verdict logits at each step's last token, with grad (0 on padding)
-        verdicts   (B, m, S) sampled verdicts, 1 = '+', 0 = '-' (drawn from sigmoid(z) by the caller)
-        step_mask  (B, S) bool, real steps
+        z          (B,) verdict logits after each rollout's last token, with grad
+        verdicts   (B, m) sampled verdicts, 1 = '+', 0 = '-' (drawn from sigmoid(z) by the caller)
         r_o        (B,) outcome labels in {0, 1}
-    Normaliser: `n_seq`, the rollouts of the whole batch (over micro-batches and ranks), default B:
-    the mean over rollouts and samples. Rollouts are independent terms, so micro-batches
-    back-propagate their own slices. The baseline is rloo.group_baseline's leave-one-out mean, over
-    the m verdict sequences of one rollout (written out: this file imports torch only).
+        n_seq, n_correct   rollouts and correct rollouts of the whole batch (over micro-batches and
+                   ranks); default: this call's
+    Normaliser: n_seq, the mean over rollouts and samples; rollouts are independent terms, so
+    micro-batches back-propagate their own slices. The baseline is rloo.group_baseline's
+    leave-one-out mean (written out: this file imports torch only). The weights w give each class
+    half the total weight (w = 1 when the batch holds one class), as Tango's code re-weights its
+    verifier's reward by inverse class frequency: early on 19 rollouts in 20 are wrong.
 
-    Why the judgement of the solution is the conjunction of its step verdicts (a solution is right
-    when no step is wrong, ProcessBench's reading) rather than a verdict of its own: the verdicts here
-    do not see each other, so a separate final verdict would be the only one the outcome reward
-    trains (the others would not change R, and their terms would average 0). With the conjunction
-    every verdict counts: a correct rollout earns 1 only if every step is judged '+', a wrong one if
-    some step is judged '-'; a step that correct and wrong rollouts share is pushed to '+' by the
-    correct ones, so the '-' moves to the steps only wrong rollouts hold: error localisation from
-    outcome rewards alone, what Tango's verifier learns.
+    The verdicts after earlier steps are read with the same head and are the policy's process
+    rewards (`tango_step_rewards`), but no reward here depends on them: in Tango they shape the final
+    verdict through the critique's context, while here no verdict sees another, so their own
+    policy-gradient terms would have expectation zero and are not sampled at all. They learn through
+    the weights they share with the final verdict, as the outcome-trained readouts of PRIME and
+    Math-Shepherd do. Judging the rollout by the conjunction of all step verdicts instead (right when
+    every step is '+') would make every verdict count, but was measured to collapse on the default
+    task: a rollout is judged right with probability prod_s p_s, larger for the short early answers
+    (2 steps) than for the complete solutions (3 steps), so the wrong rollouts' push towards '-'
+    outweighed the correct ones' by 1 / p, whatever the class weights; p('+') fell from 0.29 to 0.002
+    within 120 iterations (seed 0) and the verifier said '-' to everything.
 
     Kept from Tango: the verifier is a causal LM (a copy of the starting policy), trained by RL with a
-    group baseline on the outcome-level correctness of its judgement, with no step labels; its step
-    verdicts are the policy's process rewards (`tango_step_rewards`). Simplified:
-    1. a verdict is one token read teacher-forced after its step, not a critique the verifier writes
-       after reading the whole solution (Tango's ends each step's analysis with a boxed CORRECT or
-       INCORRECT and adds a final verdict): a verdict sees the rollout up to its step only;
-    2. the solution's judgement is the conjunction of the step verdicts (above);
-    3. no format reward (a single-token verdict cannot be malformed), no re-weighting of correct and
-       wrong rollouts by their frequency (Tango's code does), RLOO instead of GRPO, one on-policy
-       step per iteration, no KL penalty to a reference verifier.
+    group baseline on the outcome-level correctness of its judgement alone, with no step labels and
+    classes re-weighted; its step verdicts are the policy's process rewards. Simplified: a verdict is
+    one token read teacher-forced after its step, not the end of a critique the verifier writes after
+    reading the whole solution (so a step's verdict sees the rollout up to that step only); no format
+    reward (a one-token verdict cannot be malformed); class weights from this batch's counts, not
+    moving averages; RLOO instead of GRPO; one on-policy step per iteration; no KL penalty.
     """
-    B, m, S = verdicts.shape
-    assert m >= 2, "RLOO needs at least 2 verdict sequences per rollout"
-    n_seq = max(B, 1) if n_seq is None else n_seq
-    mask = step_mask.to(z.dtype)[:, None]                                       # (B, 1, S)
-    R = tango_verifier_rewards(verdicts, step_mask, r_o).to(z.dtype)            # (B, m)
+    B, m = verdicts.shape
+    assert m >= 2, "RLOO needs at least 2 verdicts per rollout"
+    correct = r_o > 0.5                                                         # (B,)
+    n_seq = max(B, 1) if n_seq is None else float(n_seq)
+    n_correct = float(correct.sum()) if n_correct is None else float(n_correct)
+    n_class = torch.where(correct, n_correct, n_seq - n_correct).to(z.dtype)   # (B,) rollouts of each one's class
+    w = n_seq / (2 * n_class) if 0 < n_correct < n_seq else torch.ones_like(n_class)   # (B,) class balance
+    v = verdicts.to(z.dtype)                                                    # (B, m)
+    R = (v == correct[:, None].to(z.dtype)).to(z.dtype)                         # (B, m) the judgement is r_o
     A = R - (R.sum(1, keepdim=True) - R) / (m - 1)                              # (B, m) leave-one-out
-    v = verdicts.to(z.dtype)                                                    # (B, m, S)
-    log_p = (v * F.logsigmoid(z)[:, None] + (1 - v) * F.logsigmoid(-z)[:, None]) * mask   # (B, m, S)
-    loss = -(A * log_p.sum(-1)).sum() / (n_seq * m)
+    log_p = v * F.logsigmoid(z)[:, None] + (1 - v) * F.logsigmoid(-z)[:, None]  # (B, m)
+    loss = -(w[:, None] * A * log_p).sum() / (n_seq * m)
     with torch.no_grad():
-        greedy = tango_verifier_rewards((z > 0).float()[:, None], step_mask, r_o)  # (B, 1) most likely verdicts
         stats = {"irl/tango_pg": loss.item(), "irl/verifier_reward": R.mean().item(),
-                 "irl/verifier_greedy_acc": greedy.mean().item(),
-                 "irl/verdict_plus": _mean(z.sigmoid()[step_mask])}
+                 "irl/verifier_greedy_acc": ((z > 0) == correct).float().mean().item(),
+                 "irl/verdict_plus": z.sigmoid().mean().item()}
     return loss, stats
 
 

@@ -1,4 +1,5 @@
-"""The baselines' losses (AIRL, PRIME, Math-Shepherd step labels, KTO, RL Tango's verifier) against brute-force references.
+"""The baselines' losses (AIRL, PRIME, Math-Shepherd step labels, KTO, RL Tango's verifier) against
+brute-force references.
 
 References are written out independently here: Python floats, explicit loops, D computed as
 exp(f) / (exp(f) + pi) and the cross-entropy by hand.
@@ -381,7 +382,8 @@ def brute_kto(logp, logp_ref, mask, r_o, z_ref, beta, lam_D, lam_U):
 @pytest.mark.parametrize("z_ref, lambdas", [(0.7, (1.0, 1.0)), (-3.0, (1.3, 0.8))])
 def test_kto_loss_matches_brute_force_and_clamps_the_reference_point(z_ref, lambdas):
     g = torch.Generator().manual_seed(5)
-    logp, logp_ref = -2 * torch.rand(6, 5, generator=g, dtype=torch.float64), -2 * torch.rand(6, 5, generator=g, dtype=torch.float64)
+    logp = -2 * torch.rand(6, 5, generator=g, dtype=torch.float64)
+    logp_ref = -2 * torch.rand(6, 5, generator=g, dtype=torch.float64)
     mask = torch.rand(6, 5, generator=g) > 0.3
     r_o = (torch.rand(6, generator=g) > 0.5).double()
     logp = logp.requires_grad_()
@@ -419,76 +421,73 @@ def test_kto_normaliser_splits_add_up():
 # ----------------------------------------------------------------------------- RL Tango's verifier
 
 def tango_case():
-    """Two rollouts: 2 steps (correct, r_o = 1) and 1 step (wrong); z = (ln 3, 0) and (-ln 3, padding); m = 3."""
-    ln3 = math.log(3)
-    z = torch.tensor([[ln3, 0.0], [-ln3, 0.0]], dtype=torch.float64)
-    verdicts = torch.tensor([[[1, 1], [1, 0], [0, 0]],                  # judged correct, wrong, wrong
-                             [[1, 0], [0, 1], [0, 0]]], dtype=torch.float64)  # '+', '-', '-' (padding verdicts ignored)
-    step_mask = torch.tensor([[True, True], [True, False]])
+    """Two rollouts: correct (z = ln 3, p('+') = 3/4) and wrong (z = -ln 3, p('+') = 1/4); m = 3 verdicts each."""
+    z = torch.tensor([math.log(3), -math.log(3)], dtype=torch.float64)
+    verdicts = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.float64)    # '+' '+' '-' and '+' '-' '-'
     r_o = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    return z, verdicts, step_mask, r_o
-
-
-def test_tango_verifier_rewards_judge_the_solution_by_its_step_verdicts():
-    _, verdicts, step_mask, r_o = tango_case()
-    assert irl.tango_verifier_rewards(verdicts, step_mask, r_o).tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]
-    assert irl.tango_verifier_rewards(verdicts, step_mask, 1 - r_o).tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+    return z, verdicts, r_o
 
 
 def test_tango_loss_hand_worked_case():
-    z, verdicts, step_mask, r_o = tango_case()
-    inputs = [t.clone() for t in (z, verdicts, step_mask, r_o)]
+    z, verdicts, r_o = tango_case()
+    inputs = [t.clone() for t in (z, verdicts, r_o)]
     z = z.clone().requires_grad_()
-    loss, stats = irl.tango_loss(z, verdicts, step_mask, r_o)
+    loss, stats = irl.tango_loss(z, verdicts, r_o)
     loss.backward()
-    # rewards (1, 0, 0) and (0, 1, 1); leave-one-out advantages (1, -1/2, -1/2) and (-1, 1/2, 1/2)
-    # row 0: 1 (ln 3/4 + ln 1/2) - 1/2 (ln 3/4 + ln 1/2) - 1/2 (ln 1/4 + ln 1/2) = ln 3 / 2
-    # row 1: -1 ln 1/4 + 1/2 ln 3/4 + 1/2 ln 3/4 = ln 3;   loss = -(ln 3 / 2 + ln 3) / (2 x 3) = -ln 3 / 4
-    assert abs(loss.item() + math.log(3) / 4) < 1e-12
-    # d loss / d z_s = -sum_j A_j (v_js - sigmoid(z_s)) / 6: row 0 (1/2, 1) -> (-1/12, -1/6); row 1 -1 -> 1/6
-    torch.testing.assert_close(z.grad, torch.tensor([[-1 / 12, -1 / 6], [1 / 6, 0.0]], dtype=torch.float64))
-    assert stats["irl/verifier_reward"] == 0.5 and stats["irl/verifier_greedy_acc"] == 0.5  # z = 0 is not '+'
-    assert abs(stats["irl/verdict_plus"] - (3 / 4 + 1 / 2 + 1 / 4) / 3) < 1e-12
-    assert all(torch.equal(a, b) for a, b in zip(inputs, (z.detach(), verdicts, step_mask, r_o)))
-    half, _ = irl.tango_loss(z[:1], verdicts[:1], step_mask[:1], r_o[:1], n_seq=2)  # whole-batch count
-    rest, _ = irl.tango_loss(z[1:], verdicts[1:], step_mask[1:], r_o[1:], n_seq=2)
+    # rewards (1, 1, 0) and (0, 1, 1); leave-one-out advantages (1/2, 1/2, -1) and (-1, 1/2, 1/2)
+    # row 0: 1/2 ln 3/4 + 1/2 ln 3/4 - ln 1/4 = ln 3;  row 1: -ln 1/4 + 1/2 ln 3/4 + 1/2 ln 3/4 = ln 3
+    # one correct and one wrong rollout: weights 1;  loss = -(ln 3 + ln 3) / (2 x 3) = -ln 3 / 3
+    assert abs(loss.item() + math.log(3) / 3) < 1e-12
+    # d loss / dz = -sum_j A_j (v_j - sigmoid(z)) / 6: row 0: 1/2 (1/4) + 1/2 (1/4) - (-3/4) = 1; row 1: -1
+    torch.testing.assert_close(z.grad, torch.tensor([-1 / 6, 1 / 6], dtype=torch.float64))
+    assert abs(stats["irl/verifier_reward"] - 4 / 6) < 1e-12 and stats["irl/verifier_greedy_acc"] == 1.0
+    assert abs(stats["irl/verdict_plus"] - 1 / 2) < 1e-12
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (z.detach(), verdicts, r_o)))
+    half, _ = irl.tango_loss(z[:1], verdicts[:1], r_o[:1], n_seq=2, n_correct=1)  # whole-batch counts
+    rest, _ = irl.tango_loss(z[1:], verdicts[1:], r_o[1:], n_seq=2, n_correct=1)
     assert abs(half.item() + rest.item() - loss.item()) < 1e-12
 
 
-def test_tango_loss_matches_brute_force():
-    g = torch.Generator().manual_seed(7)
-    B, m, S = 5, 4, 3
-    z = (2 * torch.randn(B, S, generator=g, dtype=torch.float64)).requires_grad_()
-    verdicts = (torch.rand(B, m, S, generator=g) > 0.4).double()
-    step_mask = torch.arange(S)[None] < torch.tensor([3, 1, 2, 3, 2])[:, None]
-    r_o = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
-    loss, _ = irl.tango_loss(z, verdicts, step_mask, r_o)
-    loss.backward()
-    ref, grad = 0.0, torch.zeros(B, S, dtype=torch.float64)
+def brute_tango(z, verdicts, r_o):
+    """The loss and d loss / dz, one Python float at a time; each class's rollouts weigh B / (2 x its count)."""
+    B, m = verdicts.shape
+    n_correct = sum(r_o.tolist())
+    loss, grad = 0.0, [0.0] * B
     for b in range(B):
-        steps = [s for s in range(S) if step_mask[b, s]]
-        R = [float(all(verdicts[b, j, s] == 1 for s in steps) == (r_o[b].item() == 1)) for j in range(m)]
+        R = [float(verdicts[b, j].item() == r_o[b].item()) for j in range(m)]
+        w = B / (2 * (n_correct if r_o[b].item() == 1 else B - n_correct)) if 0 < n_correct < B else 1.0
+        p = 1 / (1 + math.exp(-z[b].item()))
         for j in range(m):
-            A = R[j] - (sum(R) - R[j]) / (m - 1)
-            for s in steps:
-                p = 1 / (1 + math.exp(-z[b, s].item()))
-                v = verdicts[b, j, s].item()
-                ref -= A * math.log(p if v == 1 else 1 - p) / (B * m)
-                grad[b, s] -= A * (v - p) / (B * m)
-    assert abs(loss.item() - ref) < 1e-12
+            A = w * (R[j] - (sum(R) - R[j]) / (m - 1))
+            v = verdicts[b, j].item()
+            loss -= A * math.log(p if v == 1 else 1 - p) / (B * m)
+            grad[b] -= A * (v - p) / (B * m)
+    return loss, torch.tensor(grad, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("r_o", [[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+def test_tango_loss_matches_brute_force_with_classes_weighted_alike(r_o):
+    """2 correct rollouts of 5: their terms weigh 5 / (2 x 2), the 3 wrong ones' 5 / (2 x 3); one class: 1."""
+    g = torch.Generator().manual_seed(7)
+    z = (2 * torch.randn(5, generator=g, dtype=torch.float64)).requires_grad_()
+    verdicts = (torch.rand(5, 4, generator=g) > 0.4).double()
+    r_o = torch.tensor(r_o, dtype=torch.float64)
+    loss, _ = irl.tango_loss(z, verdicts, r_o)
+    loss.backward()
+    ref, grad = brute_tango(z.detach(), verdicts, r_o)
+    assert abs(loss.item() - ref) < 1e-12 and loss.item() != 0
     torch.testing.assert_close(z.grad, grad)
 
 
 def test_tango_gradient_says_plus_on_a_correct_rollout_and_minus_on_a_wrong_one():
-    """Verdicts sampled from sigmoid(z), many per rollout: descent raises every step's z of a correct rollout
-    (towards '+'), and lowers the z of a wrong rollout's only step (towards '-')."""
+    """Verdicts sampled from sigmoid(z), many per rollout: descent raises z of a correct rollout (towards
+    '+') and lowers z of a wrong one (towards '-'), whichever verdict is the more likely now."""
     torch.manual_seed(0)
-    z = torch.tensor([[0.3, -0.5, 0.0], [0.4, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    step_mask = torch.tensor([[True, True, True], [True, False, False]])
-    verdicts = torch.bernoulli(z.detach().sigmoid()[:, None].expand(2, 400, 3))   # (2, 400, 3)
-    loss, _ = irl.tango_loss(z, verdicts, step_mask, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    z = torch.tensor([-0.5, 0.3, 0.4, -0.2], dtype=torch.float64, requires_grad=True)
+    verdicts = torch.bernoulli(z.detach().sigmoid()[:, None].expand(4, 400))    # (4, 400)
+    loss, _ = irl.tango_loss(z, verdicts, torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64))
     loss.backward()
-    assert (z.grad[0] < 0).all() and z.grad[1, 0] > 0 and (z.grad[1, 1:] == 0).all(), z.grad
+    assert (z.grad[:2] < 0).all() and (z.grad[2:] > 0).all(), z.grad
 
 
 def test_tango_step_rewards_put_the_expected_verdict_over_the_step_count_on_each_step_end():

@@ -6,10 +6,11 @@ rollouts: each wires its loss the way the method defines it.
   rewards the policy then sees add up to the R_phi(tau) it trained (`--reduce sum | mean`);
 - the AIRL and PRIME steps take the gradients of `irl.airl_loss` and `irl.prime_loss`, and
   `train.process_rewards` hands the policy f - log pi (AIRL) and beta log(pi_psi / pi_ref) (PRIME);
-- RL Tango's verifier step takes the gradient of `irl.tango_loss` on the verdict logits of the tokens
-  '+' and '-' after each step, a few steps raise its expected reward, and the policy gets its expected
-  verdicts (2 p('+') - 1) / S; the KTO step takes the gradient of `irl.kto_loss` with the batch's mean
-  implied reward as reference point, and raises the desirable rollouts against the reference;
+- RL Tango's verifier step takes the gradient of `irl.tango_loss` on the verdict logit ('+' against '-')
+  after each rollout's last token, a few steps raise its expected reward, and the policy gets its
+  expected verdicts (2 p('+') - 1) / S after every step; the KTO step takes the gradient of
+  `irl.kto_loss` with the batch's mean implied reward as reference point, and raises the desirable
+  rollouts against the reference;
 - the outcome reward and alpha per method (`train.method_rewards`);
 - one policy step (`train.policy_update`) raises the log-probability of a completion with a positive
   advantage and lowers one with a negative advantage; the entropy bonus raises the entropy, the KL
@@ -251,33 +252,31 @@ def test_prime_step_and_reward_are_the_implicit_prm_of_irl_prime_loss(small):
 
 # ----------------------------------------------------------------------------- RL Tango's verifier, KTO
 
-def tango_reference(verifier, tok, rolls, args):
-    """The verdict logits z (N, S) at the step ends, written out: the logits of the vocabulary's '+' and '-' at
-    each step's last token, in one pass; and the step ends (N, S)."""
+def tango_reference(verifier, tok, rolls):
+    """The verdict logits z (N, T) written out: the logits of the vocabulary's '+' minus '-' after every token,
+    in one pass; each rollout's judgement logit (N,), after its last completion token; the step ends (N, S)."""
     vocab = tok.get_vocab()
     position_ids = (rolls.attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = verifier(input_ids=rolls.ids, attention_mask=rolls.attention_mask, position_ids=position_ids).logits
-    step_end = irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0])       # (N, S)
-    z = torch.zeros(step_end.shape)                                             # (N, S)
-    for i, s in (step_end >= 0).nonzero().tolist():
-        z[i, s] = logits[i, step_end[i, s], vocab["+"]] - logits[i, step_end[i, s], vocab["-"]]
-    return z, step_end
+    z = logits[..., vocab["+"]] - logits[..., vocab["-"]]                       # (N, T)
+    last = torch.tensor([max(t for t in range(z.shape[1]) if rolls.completion_mask[i, t]) for i in range(len(rolls))])
+    return z, z[torch.arange(len(rolls)), last], irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0])
 
 
 def test_tango_step_and_reward_are_the_verifier_of_irl_tango_loss(small):
-    """The verifier step: irl.tango_loss on the verdict logits of '+' and '-' after each step, the verdicts drawn
-    from baselines.verdict_uniforms, the checker's labels; the policy's reward: (2 p('+') - 1) / S at step ends."""
+    """The verifier step: irl.tango_loss on the logit of '+' against '-' after each rollout's last token, the
+    verdicts drawn from baselines.verdict_uniforms, the checker's labels; the policy's reward: (2 p('+') - 1) / S
+    after the last token of each of its S steps."""
     tok, path = small
     _, rolls = batches(tok)
     verifier = noisy(AutoModelForCausalLM.from_pretrained(path), seed=6, scale=0.5).eval()
     reference = copy.deepcopy(verifier)
     args = train.Args(method="tango", tango_samples=3, prm_grad_clip=1e9, micro_batch_tokens=MB, temperature=0.7)
     assert len(batching.micro_batches(rolls, args)) > 1
-    z, step_end = tango_reference(reference, tok, rolls, args)                  # (N, S)
-    u = baselines.verdict_uniforms(len(rolls), step_end.shape[1], args, it=0)   # (N, m, S)
-    verdicts = (u < z.detach().sigmoid()[:, None]).float()                      # (N, m, S)
-    assert 0 < verdicts[step_end[:, None].expand_as(verdicts) >= 0].mean() < 1  # both verdicts drawn
-    loss, _ = irl.tango_loss(z, verdicts, step_end >= 0, R_O)
+    z_tok, z, step_end = tango_reference(reference, tok, rolls)                  # (N, T), (N,), (N, S)
+    verdicts = (baselines.verdict_uniforms(len(rolls), args, it=0) < z.detach().sigmoid()[:, None]).float()  # (N, m)
+    assert 0 < verdicts.mean() < 1                                              # both verdicts drawn
+    loss, _ = irl.tango_loss(z, verdicts, R_O)
     loss.backward()
     reward_step(verifier, args, None, rolls, None, tok=tok)
     assert_same_grads(grads(verifier), grads(reference))
@@ -285,14 +284,14 @@ def test_tango_step_and_reward_are_the_verifier_of_irl_tango_loss(small):
     r = train.process_rewards(reference, None, rolls, None, args, tok)          # (N, T)
     expected = torch.zeros(rolls.ids.shape)
     for i, s in (step_end >= 0).nonzero().tolist():
-        expected[i, step_end[i, s]] = (2 * z[i, s].sigmoid() - 1) / (step_end[i] >= 0).sum()
+        expected[i, step_end[i, s]] = (2 * z_tok[i, step_end[i, s]].sigmoid() - 1) / (step_end[i] >= 0).sum()
     torch.testing.assert_close(r, expected.detach(), atol=1e-5, rtol=1e-5)
-    assert (r != 0).sum() == (step_end >= 0).sum()                             # a reward on every step end, none else
+    assert (r != 0).sum() == (step_end >= 0).sum() > len(rolls)                  # every step end, none else
 
 
 def test_tango_steps_raise_the_verifiers_expected_reward(small):
-    """Five AdamW steps of the verifier on the same batch: its expected reward (judged correct with probability
-    prod_s p_s('+'), rewarded when that agrees with r_o) rises."""
+    """Five AdamW steps of the verifier on the same batch: its expected reward, p('+') on the correct rollouts and
+    p('-') on the wrong ones (the class weights' balanced mean), rises."""
     tok, path = small
     _, rolls = batches(tok)
     verifier = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -301,9 +300,8 @@ def test_tango_steps_raise_the_verifiers_expected_reward(small):
 
     def expected_reward():
         with torch.no_grad():
-            z, step_end = tango_reference(verifier, tok, rolls, args)
-        p_correct = torch.where(step_end >= 0, z.sigmoid(), torch.ones_like(z)).prod(1)   # (N,)
-        return (R_O * p_correct + (1 - R_O) * (1 - p_correct)).mean().item()
+            p = tango_reference(verifier, tok, rolls)[1].sigmoid()               # (N,) p('+') of the judgement
+        return 0.5 * (p[R_O > 0.5].mean() + (1 - p[R_O < 0.5]).mean()).item()
     before = expected_reward()
     for it in range(5):
         train.update_reward_model(verifier, opt, None, None, None, rolls, None, R_O, args, tok=tok, task=None,
