@@ -1,5 +1,5 @@
-"""The baselines' own steps in rePIRL's loop: the reward models of AIRL, PRIME and Math-Shepherd, PPO's
-critic, and behaviour cloning.
+"""The baselines' own steps in rePIRL's loop: the reward models of AIRL, PRIME and Math-Shepherd, RL Tango's
+verifier, PPO's critic, behaviour cloning and KTO.
 
 train.py runs every method through the same phases (rollout, reward-model update, scoring, policy
 update); where a method differs from rePIRL, its step is here, dispatched from train.py:
@@ -7,8 +7,13 @@ update); where a method differs from rePIRL, its step is here, dispatched from t
 - `prime_update`: PRIME's implicit PRM beta log(pi_psi / pi_ref), cross-entropy on outcome labels;
 - `mcts_update`: Math-Shepherd's step labels from Monte Carlo continuations (`mc_correct_counts`),
   BCE on the PRM's step logits;
+- `tango_update`, `tango_rewards`: RL Tango's verifier, a causal LM whose next token after each step is
+  a verdict '+' or '-', its last one trained by RLOO on the outcome; its expected verdicts are the process
+  rewards;
 - `critic_advantages`: --estimator ppo, GAE on a learned critic that takes its own steps;
-- `bc_step`: behaviour cloning on expert trajectories (--method bc, and the tiny default's warm start).
+- `bc_step`: behaviour cloning on expert trajectories (--method bc, and the tiny default's warm start);
+- `kto_step`: KTO on the rollouts labelled by r_o, against the starting policy (--method kto).
+`bc_step` and `kto_step` replace the whole reward-model and RLOO update for their methods.
 Each reward-model step ends in `finish_reward_step`: one clipped AdamW step, its gradient norm logged.
 """
 import torch
@@ -132,6 +137,74 @@ def mc_correct_counts(policy, tok, task, examples, batch, step_end, per_prompt, 
     return counts, n_prefixes
 
 
+VERDICTS = ("+", "-")
+"""RL Tango's verdict tokens: the step is right, the step is wrong (one token each, in the tiny character
+vocabulary and in byte-level BPE ones)."""
+
+
+def verdict_ids(tok) -> list[int]:
+    """The token ids of the verdicts '+' and '-'; a tokenizer that splits either is refused."""
+    ids = [tok(v, add_special_tokens=False).input_ids for v in VERDICTS]
+    if any(len(i) != 1 for i in ids):
+        raise SystemExit(f"--method tango: the verdicts {VERDICTS} must be one token each; this tokenizer gives {ids}")
+    return [i[0] for i in ids]
+
+
+def verdict_logits(verifier, part, ids: list[int]) -> torch.Tensor:
+    """z (n, t): log p('+') - log p('-') of the verifier's next token after each token, at temperature 1;
+    its distribution restricted to the two verdicts is p('+') = sigmoid(z)."""
+    position_ids = (part.attention_mask.cumsum(-1) - 1).clamp(min=0)           # (n, t) as the policy numbers them
+    logits = verifier(input_ids=part.ids, attention_mask=part.attention_mask, position_ids=position_ids).logits
+    pair = logits[..., ids].float()                                             # (n, t, 2) the verdicts' logits
+    return pair[..., 0] - pair[..., 1]                                          # (n, t)
+
+
+def verdict_uniforms(n: int, args, it: int) -> torch.Tensor:
+    """Uniforms (n, m) that sample the m verdicts of each rollout of this rank; row i's come from a seed of
+    (seed, iteration, its row over all ranks), so they do not depend on the number of processes."""
+    rows = [torch.rand(args.tango_samples, generator=torch.Generator().manual_seed(
+        sampling_seed(args.seed, it, RANK * n + i, "tango"))) for i in range(n)]
+    return torch.stack(rows).to(DEVICE)                                         # (n, m)
+
+
+def tango_update(verifier, opt, tok, rolls, r_o, it, args):
+    """2) RL Tango: one RLOO step of the verifier on its judgement of each rollout (irl.tango_loss).
+
+    The verifier reads each rollout teacher-forced; its verdict logit after the last completion token
+    (`verdict_logits`; the end of the last step) gives p('+') = sigmoid(z). --tango-samples verdicts
+    are drawn from it per rollout, each rewarded 1 when it agrees with the checker's r_o, and the
+    verifier takes one AdamW step (--prm-lr) on the leave-one-out policy gradient, mean over all
+    ranks' rollouts, correct and wrong rollouts weighted to count alike. One forward pass per
+    micro-batch: the verdicts are drawn from its own detached logits.
+    """
+    u = verdict_uniforms(len(rolls), args, it)                                  # (N, m)
+    ids = verdict_ids(tok)
+    n_seq = all_sum(torch.tensor(float(len(rolls)), device=DEVICE))             # whole-batch normaliser
+    n_correct = all_sum((r_o > 0.5).sum().float())                              # whole-batch class count
+    opt.zero_grad(set_to_none=True)
+    parts = []
+    for rows, _, part in micro_batches(rolls, args):
+        m = part.completion_mask                                                # (n, t)
+        last = m.shape[1] - 1 - m.flip(1).long().argmax(1)                      # (n,) last completion column
+        z = verdict_logits(verifier, part, ids).gather(1, last[:, None]).squeeze(1)  # (n,) the judgement's logit
+        verdicts = (u[rows] < z.detach().sigmoid()[:, None]).float()           # (n, m) 1: '+'
+        loss, s = irl.tango_loss(z, verdicts, r_o[rows], n_seq, n_correct)
+        loss.backward()
+        parts.append(s)
+    stats = merge_stats(parts, "irl/tango_pg")
+    return finish_reward_step(verifier, opt, args, stats | {"irl/loss": stats["irl/tango_pg"]})
+
+
+@torch.no_grad()
+def tango_rewards(verifier, tok, rolls, args) -> torch.Tensor:
+    """3) RL Tango's process rewards (N, T) for the policy: the verifier's expected verdict (2 p('+') - 1) / S
+    on the last token of each of a rollout's S steps (irl.tango_step_rewards)."""
+    step_end = irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0])      # (N, S)
+    ids = verdict_ids(tok)
+    z = per_token(lambda part: verdict_logits(verifier, part, ids), rolls, args)  # (N, T)
+    return irl.tango_step_rewards(irl.gather_step_scores(z, step_end), step_end, z.shape[1])
+
+
 def finish_reward_step(prm, prm_opt, args, stats):
     """Apply the reward model's gradients; the gradient norm joins the stats."""
     stats["irl/grad_norm"] = apply_gradients(prm, prm_opt, args.prm_grad_clip)
@@ -181,3 +254,32 @@ def bc_step(policy, opt, batch, args, grad_clip):
         loss.backward()
         stats.append(s)
     return merge_stats(stats, "bc/nll") | {"policy/grad_norm": apply_gradients(policy, opt, grad_clip)}
+
+
+def kto_step(policy, opt, ref, rolls, r_o, args):
+    """2-4) --method kto: one AdamW step of KTO on this iteration's rollouts, desirable when r_o = 1 (irl.kto_loss).
+
+    The implied reward r = sum_t log pi_theta / pi_ref of every rollout before the step (pi_theta as the
+    sampler recorded it, rolls.logp) gives the reference point z_ref: its mean over the whole batch (all
+    ranks), an estimate of KL(pi_theta || pi_ref) since the rollouts are samples of pi_theta.
+    Log-probabilities of the policy and of the frozen reference (the starting policy) at the sampling
+    temperature. KTO's implied reward carries
+    its own anchor to the reference, so --kl-coef, --ent-coef, --alpha and the advantage flags do not enter
+    (as for bc); one step per iteration, whatever --ppo-epochs and --minibatches.
+    """
+    mask = rolls.completion_mask
+    logp_ref = sequence_logprobs(ref, rolls, args)                              # (N, T)
+    r = ((rolls.logp - logp_ref) * mask).sum(-1)                                # (N,) implied rewards before the step
+    n_seq = all_sum(torch.tensor(float(len(rolls)), device=DEVICE))             # whole-batch normaliser
+    z_ref = all_sum(r.sum()) / n_seq                                            # batch mean over all ranks
+    opt.zero_grad(set_to_none=True)
+    stats = []
+    for rows, cols, part in micro_batches(rolls, args):
+        logp = rollout.token_logprobs(policy, part.ids, part.attention_mask, args.temperature)   # (n, t)
+        loss, s = irl.kto_loss(logp, logp_ref[rows, cols], part.completion_mask, r_o[rows], z_ref, args.kto_beta,
+                               n_seq=n_seq)
+        loss.backward()
+        stats.append(s)
+    all_fail = (r_o.view(-1, args.k) <= 0).all(1).float().mean().item()      # groups with no desirable rollout
+    return merge_stats(stats, "policy/loss") | {"policy/grad_norm": apply_gradients(policy, opt, args.grad_clip),
+                                                "policy/all_fail_groups": all_fail}

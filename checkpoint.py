@@ -8,7 +8,8 @@ prompt order are functions of the iteration, not of a running random state. A re
 settings that change the maths (`check_resume`), drops the log records after its checkpoint
 (`truncate_log`), and a SIGTERM makes the loop checkpoint and exit after the iteration
 (`install_sigterm_handler`). `load_models` builds a run's models and optimisers, from the start or
-from a checkpoint; `open_run_folder` starts or continues its folder.
+from a checkpoint; `open_run_folder` starts or continues its folder, `log_iteration` adds each
+iteration's line, metrics record and sample rollouts.
 """
 import json
 import os
@@ -25,7 +26,7 @@ from transformers import AutoModelForCausalLM
 
 import prm as prm_lib
 from cli import flag
-from distributed import RANK, WORLD, prepare
+from distributed import RANK, WORLD, prepare, print0
 
 
 def save_atomic(path: str, models: dict, tok, state: dict | None, extra: dict | None = None,
@@ -137,25 +138,26 @@ def load_models(args, policy_path: str, ckpt: str | None, state: dict) -> tuple:
     weights, or from checkpoint `ckpt` (`state`: its state.pt) with the optimisers' states.
 
     The policy; the reward model: a causal LM with a scalar head per token (rePIRL, prm-only, AIRL's
-    discriminator, Math-Shepherd) or PRIME's implicit PRM, a causal LM; a frozen reference (the KL anchor,
-    PRIME's pi_ref); PPO's critic, a policy copy with a value head. Returns (policy, prm, ref, critic,
+    discriminator, Math-Shepherd) or a causal LM (PRIME's implicit PRM, RL Tango's verifier); a frozen
+    reference (the KL anchor, PRIME's and KTO's pi_ref); PPO's critic, a policy copy with a value head
+    (not for bc and kto, which take no RLOO step). Returns (policy, prm, ref, critic,
     opt, prm_opt, critic_opt), None where the method has no such model.
     """
     policy = prepare(AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "policy") if ckpt else policy_path), args)
     prm_path = os.path.join(ckpt, "prm") if ckpt else (args.prm or policy_path)
     if args.method in ("repirl", "prm-only", "airl", "mcts"):                   # token-level scalar head
         prm = prepare(prm_lib.load_prm(prm_path), args)
-    elif args.method == "prime":                                                # implicit PRM: a causal LM
+    elif args.method in ("prime", "tango"):                                     # implicit PRM, Tango's verifier: LMs
         prm = prepare(AutoModelForCausalLM.from_pretrained(prm_path), args)
     else:
         prm = None
     ref_path = (args.prm or policy_path) if args.method == "prime" else policy_path
-    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's pi_ref
-           if args.kl_coef > 0 or args.method == "prime" else None)
+    ref = (prepare(AutoModelForCausalLM.from_pretrained(ref_path), args)       # frozen: KL anchor, PRIME's, KTO's ref
+           if args.kl_coef > 0 or args.method in ("prime", "kto") else None)
     opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)   # every method, bc included
     prm_opt = torch.optim.AdamW(prm.parameters(), lr=args.prm_lr, weight_decay=0.0) if prm is not None else None
     critic = (prepare(prm_lib.load_prm(os.path.join(ckpt, "critic") if ckpt else policy_path), args)
-              if args.estimator == "ppo" and args.method != "bc" else None)     # PPO's value head on a policy copy
+              if args.estimator == "ppo" and args.method not in ("bc", "kto") else None)
     critic_opt = (torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.prm_lr, weight_decay=0.0)
                   if critic is not None else None)
     if ckpt:
@@ -178,3 +180,18 @@ def open_run_folder(args, start: int):
             json.dump(asdict(args), f, indent=1)
         for name in ("metrics.jsonl", "samples.jsonl"):                          # drop what the checkpoint lacks
             truncate_log(os.path.join(args.out, name), start)
+
+
+def log_iteration(args, it, stats, rolls, r_o):
+    """One line to the console, one JSON record to metrics.jsonl, a few rollouts to samples.jsonl."""
+    if RANK != 0:
+        return
+    keys = ["rollout/accuracy", "irl/loss", "irl/ess", "policy/loss", "policy/entropy", "policy/clip_frac",
+            "rollout/tokens_per_s", "eval/accuracy"]
+    print0(f"it {it + 1:4d} | " + " ".join(f"{k.replace('eval/', 'held-out ').split('/')[-1]} {stats[k]:.3g}"
+                                           for k in keys if k in stats))
+    with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(stats) + "\n")
+    with open(os.path.join(args.out, "samples.jsonl"), "a") as f:
+        for i in range(min(args.log_samples, len(rolls))):
+            f.write(json.dumps({"iteration": it + 1, "completion": rolls.completions[i], "reward": r_o[i].item()}) + "\n")

@@ -5,6 +5,8 @@
     airl_loss      R-AIRL / rePIRL Prop. 3            on f(s, a) per token, expert vs policy
     prime_loss     PRIME implicit PRM                 on beta log(pi_psi / pi_ref), outcome labels
     step_bce_loss  Math-Shepherd, Monte Carlo labels  on the PRM's score per step (rewards: mc_step_rewards)
+    kto_loss       KTO on labelled rollouts           on log(pi_theta / pi_ref) per rollout, desirable or not
+    tango_loss     RL Tango's verifier (RLOO)         on its final verdict's logit, rewarded by the outcome
 The rest of this docstring is rePIRL's; each baseline's function docstring gives its equations,
 shapes, normaliser and deviations from its paper.
 
@@ -351,10 +353,164 @@ def mc_step_rewards(r: torch.Tensor, step_end: torch.Tensor) -> torch.Tensor:
     probabilities (potential-based shaping) would not add one, but are not what Math-Shepherd gives.
     """
     z = gather_step_scores(r.detach(), step_end)                                # (B, S) step logits
+    return _at_step_ends(z.float().sigmoid(), step_end, r.shape[1])            # p_s at each step's last token
+
+
+def _at_step_ends(values: torch.Tensor, step_end: torch.Tensor, T: int) -> torch.Tensor:
+    """A value per step (B, S) placed on the last token of its step: (B, T) float32, 0 elsewhere and on padding."""
     rows, steps = (step_end >= 0).nonzero(as_tuple=True)                        # (n,), (n,) real steps
-    out = torch.zeros_like(r, dtype=torch.float32)                              # (B, T)
-    out[rows, step_end[rows, steps]] = z[rows, steps].float().sigmoid()         # p_s at each step's last token
+    out = torch.zeros(step_end.shape[0], T, device=values.device)               # (B, T)
+    out[rows, step_end[rows, steps]] = values[rows, steps].float()
     return out
+
+
+# ----------------------------------------------------------------------------- KTO (Kahneman-Tversky Optimisation)
+
+def kto_loss(logp: torch.Tensor, logp_ref: torch.Tensor, completion_mask: torch.Tensor, r_o: torch.Tensor, z_ref,
+             beta: float, lambda_D: float = 1.0, lambda_U: float = 1.0, n_seq=None):
+    """KTO on the policy's own rollouts, labelled by the checker (Ethayarajh et al. 2024, arXiv 2402.01306).
+
+    Each rollout y of a prompt x is desirable (r_o = 1) or undesirable (r_o = 0); no pairs are needed. With the
+    implied reward of the policy against a frozen reference pi_ref (the starting policy):
+
+        r(x, y)  = sum_t [ log pi_theta(y_t | s_t) - log pi_ref(y_t | s_t) ]       completion tokens
+        z        = max(z_ref, 0), detached                                        the reference point z_0
+        v(x, y)  = lambda_D sigmoid(beta (r - z))     if desirable
+                   lambda_U sigmoid(beta (z - r))     if undesirable
+        loss     = sum_i (lambda_{y_i} - v_i) / n_seq
+
+    A desirable rollout is pushed up until its log-likelihood ratio exceeds the policy's average
+    drift z from the reference, an undesirable one down below it; the sigmoid saturates, so a
+    rollout already far on its side stops pulling (beta sets how soon: the paper's risk aversion).
+
+        logp             (N, T) log pi_theta of the tokens (with grad)
+        logp_ref         (N, T) log pi_ref of the same tokens, same temperature (detached here)
+        completion_mask  (N, T) completion tokens
+        r_o              (N,)   outcome labels: desirable when > 0.5
+        z_ref            a float or 0-d tensor: the reference point before the clamp (detached here)
+        beta             the paper's beta (--kto-beta, 0.1 as the paper's default)
+        lambda_D, lambda_U   weights of the desirable and the undesirable side (the paper's loss aversion)
+
+    Normaliser: `n_seq`, the rollouts of the whole batch (over micro-batches and ranks), default this
+    call's N: the mean over rollouts, the paper's expectation. z is a constant for the gradient, so
+    micro-batches back-propagate their own slices.
+
+    Deviations from the paper:
+    1. On-policy: the examples are this iteration's rollouts of the policy, labelled by the checker,
+       not a fixed data set, and each batch gets one step (`baselines.kto_step`).
+    2. z_0: the paper estimates KL(pi_theta || pi_ref) from mismatched pairs (x_i, y_j), i != j, of
+       its micro-batch, because its y are not samples of pi_theta. Rollouts are, so the mean implied
+       reward of the batch is itself an unbiased estimate of E_x KL(pi_theta(. | x) || pi_ref(. | x)):
+       the caller takes it over the whole batch (all ranks) before the step. Clamped at 0 and
+       detached, as in the paper.
+    3. lambda_D = lambda_U = 1 in the loop (the arguments stay, for porting). The paper sets
+       lambda_D n_D / (lambda_U n_U) in [1, 4/3] for a fixed data set; on-policy the desirable share
+       is the rollout accuracy, which moves as the policy learns, so no fixed ratio keeps it there.
+    4. Log-probabilities at the sampling temperature, as for the KL penalty of rloo.policy_loss: the
+       rollouts are samples of that distribution (the paper samples nothing).
+    """
+    mask = completion_mask.bool()                                               # (N, T)
+    n_seq = max(mask.shape[0], 1) if n_seq is None else n_seq
+    log_ratio = torch.where(mask, logp - logp_ref.detach(), torch.zeros_like(logp))  # (N, T)
+    r = log_ratio.sum(-1)                                                       # (N,) implied reward
+    z = torch.as_tensor(z_ref, dtype=r.dtype, device=r.device).detach().clamp(min=0)  # () reference point
+    desirable = r_o > 0.5                                                       # (N,)
+    lam = torch.where(desirable, torch.full_like(r, lambda_D), torch.full_like(r, lambda_U))  # (N,) lambda_y
+    v = lam * torch.where(desirable, beta * (r - z), beta * (z - r)).sigmoid()  # (N,) value
+    loss = (lam - v).sum() / n_seq
+    with torch.no_grad():
+        stats = {"policy/loss": loss.item(), "kto/z_ref": z.item(),
+                 "kto/r_desirable": _mean(r[desirable]), "kto/r_undesirable": _mean(r[~desirable])}
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------- RL Tango: a verifier trained by RL
+
+def tango_loss(z: torch.Tensor, verdicts: torch.Tensor, r_o: torch.Tensor, n_seq=None, n_correct=None):
+    """The verifier's policy-gradient loss of RL Tango (Zha et al. 2025, arXiv 2505.15034): RLOO over m
+    sampled verdicts per rollout, rewarded by the outcome only.
+
+    Tango trains a generative verifier by RL beside the policy: it reads a rollout, judges every step
+    and then the whole solution, and is rewarded only by whether that final judgement matches the
+    checker's. Here a verdict is one token, '+' (right) or '-' (wrong), read from the verifier's
+    next-token distribution restricted to those two tokens, after the last token of a step; the
+    verdict after the rollout's last step is its judgement of the rollout:
+
+        p('+')  = sigmoid(z),   z = log p('+') - log p('-') after the last token     (temperature 1)
+        R_j     = 1[ v_j = r_o ]                        v_j in {1 = '+', 0 = '-'}, j = 1..m samples
+        A_j     = R_j - mean_{j' != j} R_j'             leave-one-out over the m samples of one rollout
+        w_i     = n_seq / (2 n_c(i))                    n_c(i): the batch's rollouts of i's class
+        loss    = - sum_i w_i sum_j A_ij log p(v_ij) / (n_seq m)
+                  log p(v) = v log sigmoid(z) + (1 - v) log sigmoid(-z)
+
+        z          (B,) verdict logits after each rollout's last token, with grad
+        verdicts   (B, m) sampled verdicts, 1 = '+', 0 = '-' (drawn from sigmoid(z) by the caller)
+        r_o        (B,) outcome labels in {0, 1}
+        n_seq, n_correct   rollouts and correct rollouts of the whole batch (over micro-batches and
+                   ranks); default: this call's
+    Normaliser: n_seq, the mean over rollouts and samples; rollouts are independent terms, so
+    micro-batches back-propagate their own slices. The baseline is rloo.group_baseline's
+    leave-one-out mean (written out: this file imports torch only). The weights w give each class
+    half the total weight (w = 1 when the batch holds one class), as Tango's code re-weights its
+    verifier's reward by inverse class frequency: early on 19 rollouts in 20 are wrong.
+
+    The verdicts after earlier steps are read with the same head and are the policy's process
+    rewards (`tango_step_rewards`), but no reward here depends on them: in Tango they shape the final
+    verdict through the critique's context, while here no verdict sees another, so their own
+    policy-gradient terms would have expectation zero and are not sampled at all. They learn through
+    the weights they share with the final verdict, as the outcome-trained readouts of PRIME and
+    Math-Shepherd do. Judging the rollout by the conjunction of all step verdicts instead (right when
+    every step is '+') would make every verdict count, but was measured to collapse on the default
+    task: a rollout is judged right with probability prod_s p_s, larger for the short early answers
+    (2 steps) than for the complete solutions (3 steps), so the wrong rollouts' push towards '-'
+    outweighed the correct ones' by 1 / p, whatever the class weights; p('+') fell from 0.29 to 0.002
+    within 120 iterations (seed 0) and the verifier said '-' to everything.
+
+    Kept from Tango: the verifier is a causal LM (a copy of the starting policy), trained by RL with a
+    group baseline on the outcome-level correctness of its judgement alone, with no step labels and
+    classes re-weighted; its step verdicts are the policy's process rewards. Simplified: a verdict is
+    one token read teacher-forced after its step, not the end of a critique the verifier writes after
+    reading the whole solution (so a step's verdict sees the rollout up to that step only); no format
+    reward (a one-token verdict cannot be malformed); class weights from this batch's counts, not
+    moving averages; RLOO instead of GRPO; one on-policy step per iteration; no KL penalty.
+    """
+    B, m = verdicts.shape
+    assert m >= 2, "RLOO needs at least 2 verdicts per rollout"
+    correct = r_o > 0.5                                                         # (B,)
+    n_seq = max(B, 1) if n_seq is None else float(n_seq)
+    n_correct = float(correct.sum()) if n_correct is None else float(n_correct)
+    n_class = torch.where(correct, n_correct, n_seq - n_correct).to(z.dtype)   # (B,) rollouts of each one's class
+    w = n_seq / (2 * n_class) if 0 < n_correct < n_seq else torch.ones_like(n_class)   # (B,) class balance
+    v = verdicts.to(z.dtype)                                                    # (B, m)
+    R = (v == correct[:, None].to(z.dtype)).to(z.dtype)                         # (B, m) the judgement is r_o
+    A = R - (R.sum(1, keepdim=True) - R) / (m - 1)                              # (B, m) leave-one-out
+    log_p = v * F.logsigmoid(z)[:, None] + (1 - v) * F.logsigmoid(-z)[:, None]  # (B, m)
+    loss = -(w[:, None] * A * log_p).sum() / (n_seq * m)
+    with torch.no_grad():
+        stats = {"irl/tango_pg": loss.item(), "irl/verifier_reward": R.mean().item(),
+                 "irl/verifier_greedy_acc": ((z > 0) == correct).float().mean().item(),
+                 "irl/verdict_plus": z.sigmoid().mean().item()}
+    return loss, stats
+
+
+def tango_step_rewards(z: torch.Tensor, step_end: torch.Tensor, T: int) -> torch.Tensor:
+    """RL Tango's process rewards for the policy: (2 sigmoid(z_s) - 1) / S on the last token of step s, (B, T).
+
+    z (B, S) the verifier's verdict logits at the step ends (`gather_step_scores`), step_end (B, S) from
+    `step_end_positions`, S the row's step count. Detached; pass to rloo.advantages as the process
+    rewards r with weight alpha, as `mc_step_rewards`.
+
+    Tango rewards a step +1 when its verifier judges it right and -1 when wrong, divided in its code
+    by the rollout's number of steps: a '-' is a penalty, not a missing bonus, and the process return
+    (n_+ - n_-) / S stays in [-1, 1] however many steps are written, so length earns nothing (a
+    sum of undivided verdicts, or Math-Shepherd's sum of probabilities, pays for more steps). One
+    deviation: the verdict's expectation under the verifier, 2 p_s - 1, stands in for one sampled
+    verdict: the same reward on average, without the sampling noise (Tango samples because its
+    verdicts end a written critique, whose expectation is out of reach).
+    """
+    valid = step_end >= 0                                                       # (B, S)
+    n_steps = valid.sum(1, keepdim=True).clamp(min=1)                           # (B, 1)
+    return _at_step_ends((2 * z.detach().float().sigmoid() - 1) / n_steps, step_end, T)  # (B, T)
 
 
 def _mean(x: torch.Tensor) -> float:

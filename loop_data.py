@@ -5,17 +5,20 @@ and the expert trajectories of the same prompts.
 loop cannot train on with a one-line message (too few prompts, no held-out prompts, no expert solutions
 for a method that reads them, a PRM whose tokenizer differs from the policy's: `load_tokenizer`). Iteration `it` draws
 consecutive slices of per-epoch shuffles (`iteration_prompts`), a function of the seed and the
-iteration alone, so a resumed run replays exactly; `outcome_rewards` is r_o, `expert_batch` tau^E.
+iteration alone, so a resumed run replays exactly; `sample_groups` draws the k rollouts of each of them
+(phase 1 of Algorithm 1, with --filter-groups), `outcome_rewards` is r_o, `expert_batch` tau^E.
 """
 import functools
 import random
 from dataclasses import asdict
 
+import torch
 from transformers import AutoTokenizer
 
 import rollout
 import tasks
 import tiny
+from distributed import DEVICE, RANK, WORLD, sampling_seed, sharded
 
 
 def load_task(args):
@@ -56,7 +59,7 @@ def needs_experts(args) -> bool:
 
 def check_prm_tokenizer(args, tok):
     """A PRM of another size is fine; one that reads tokens differently is not."""
-    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime", "mcts"):
+    if args.prm and args.method in ("repirl", "prm-only", "airl", "prime", "mcts", "tango"):
         prm_vocab = AutoTokenizer.from_pretrained(args.prm).get_vocab()
         if prm_vocab != tok.get_vocab():
             raise SystemExit(f"--prm {args.prm}: its tokenizer differs from the policy's ({len(prm_vocab)} vs "
@@ -76,6 +79,37 @@ def epoch_order(size: int, seed: int, epoch: int) -> list:
     order = list(range(size))
     random.Random(f"{seed}/epoch{epoch}").shuffle(order)
     return order
+
+
+@torch.no_grad()
+def sample_groups(policy, tok, task, it: int, args):
+    """k rollouts for each of this rank's prompts of iteration `it`, and their outcome rewards.
+
+    Each generate call is seeded by (seed, iteration, chunk index over all ranks), so the rollouts
+    do not depend on the number of processes. With --filter-groups, `oversample` times more prompts
+    are sampled and the groups the filter keeps (tasks.GROUP_FILTERS) come first; the batch is then
+    filled in order, so every rank keeps exactly its share of prompts.
+    """
+    filtering = args.filter_groups != "off"
+    per_rank = args.prompts // WORLD
+    n = per_rank * (args.oversample if filtering else 1)
+    pool = task.test if args.train_on == "test" else task.train
+    examples = iteration_prompts(pool, it, n * WORLD, args.seed)[RANK * n:(RANK + 1) * n]
+    chunk = args.gen_chunk or per_rank
+    parts = []
+    for c in range(0, n, chunk):
+        torch.manual_seed(sampling_seed(args.seed, it, (RANK * n + c) // chunk))
+        parts.append(rollout.generate(policy, tok, [task.render(ex, tok) for ex in examples[c:c + chunk]],
+                                      args.k, args.max_new_tokens, args.temperature, sharded(args)))
+    rolls = rollout.concat(parts, tok.pad_token_id).to(DEVICE)
+    r_o = torch.tensor(outcome_rewards(task, rolls.completions, [examples[i // args.k] for i in range(len(rolls))]),
+                       device=DEVICE)                                           # (N,)
+    if filtering:
+        keep = tasks.filter_groups(r_o, args.k, *tasks.GROUP_FILTERS[args.filter_groups])  # (n,) prompts kept
+        order = sorted(range(n), key=lambda g: not keep[g])[:per_rank]          # kept first, stable
+        rows = torch.tensor([g * args.k + j for g in order for j in range(args.k)], device=DEVICE)
+        rolls, r_o, examples = rollout.select(rolls, rows), r_o[rows], [examples[g] for g in order]
+    return rolls, r_o, examples
 
 
 def outcome_rewards(task, completions: list[str], examples: list) -> list[float]:

@@ -20,14 +20,16 @@ One iteration, in the phases the loop below is labelled with:
 Methods in the same loop (--method): `repirl`; `rloo` (outcome only, no PRM); `prm-only` (rePIRL
 without the outcome reward, paper 4.4); `bc` (behaviour cloning on the same prompts' expert data);
 `airl` (token discriminator, R-AIRL); `prime` (implicit PRM on outcome labels); `mcts` (Math-Shepherd:
-step labels from Monte Carlo continuations by the policy, the step probability as reward). Advantages
-(--estimator): `rloo`, `grpo`, `reinforce`, or `ppo` (GAE on a learned critic, a copy of the policy
-with a value head, saved beside the policy and PRM).
+step labels from Monte Carlo continuations by the policy, the step probability as reward); `kto` (KTO
+on the rollouts labelled by r_o, in place of RLOO); `tango` (RL Tango: a verifier LM's step verdicts
+as reward). Advantages (--estimator): `rloo`, `grpo`, `reinforce`, or `ppo` (GAE on a learned critic,
+a copy of the policy with a value head, saved beside the policy and PRM).
 
 Chapters beside this one: distributed.py (processes, sums and gathers, FSDP, gradient application),
-batching.py (micro-batches), loop_data.py (the task, each iteration's prompts, r_o, tau^E),
-baselines.py (the other methods' reward models, PPO's critic, behaviour cloning), warmstart.py (the
-tiny default's policy), heldout.py (held-out accuracy, PRM AUC), checkpoint.py (writing, resuming).
+batching.py (micro-batches), loop_data.py (the task, each iteration's prompts and their k rollouts, r_o,
+tau^E), baselines.py (the other methods' steps, PPO's critic, behaviour cloning), warmstart.py (the tiny
+default's policy), heldout.py (held-out accuracy, PRM AUC), checkpoint.py (the run folder's logs and
+checkpoints, resuming).
 
 Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
 1. The embedded default warm-starts its tiny policy by behaviour cloning (the paper starts from
@@ -42,7 +44,6 @@ Deviations from the paper (the maths ones are listed in irl.py and rloo.py):
    micro-batches after a no-grad pass (the weights need the whole batch), so memory is bounded by the
    micro-batch; the gradient is exactly Eqn 5's either way.
 """
-import json
 import math
 import os
 import time
@@ -58,20 +59,22 @@ import prm as prm_lib
 import rloo
 import rollout
 import tasks
-from baselines import airl_update, bc_step, critic_advantages, mcts_update, prime_update
+from baselines import (airl_update, bc_step, critic_advantages, kto_step, mcts_update, prime_update, tango_rewards,
+                       tango_update)
 from batching import merge_stats, micro_batches, per_row, ppo_minibatches, prm_rewards, sequence_logprobs
-from checkpoint import check_resume, checkpoints, install_sigterm_handler, load_models, open_run_folder, save_checkpoint
+from checkpoint import (check_resume, checkpoints, install_sigterm_handler, load_models, log_iteration, open_run_folder,
+                        save_checkpoint)
 from distributed import (DEVICE, RANK, WORLD, all_gather, all_sum, apply_gradients, init_processes, print0,
-                         sampling_seed, sharded, stop_processes)
+                         stop_processes)
 from heldout import greedy_accuracy, prm_auc, write_summary
-from loop_data import expert_batch, iteration_prompts, load_task, load_tokenizer, needs_experts, outcome_rewards
+from loop_data import expert_batch, load_task, load_tokenizer, needs_experts, sample_groups
 from warmstart import warm_start
 
 
 @dataclass
 class Args:
     method: str = "repirl"
-    """repirl | rloo | prm-only | bc | airl | prime | mcts"""
+    """repirl | rloo | prm-only | bc | airl | prime | mcts | kto | tango"""
     task: str = "arithmetic"
     """a task of tasks.py: arithmetic, gsm8k, math, eurus-math, ... (tasks.TASKS)"""
     data: str = ""
@@ -168,6 +171,10 @@ class Args:
     """--method mcts: continuations sampled from each step's prefix (Math-Shepherd's N)"""
     mc_soft: bool = False
     """--method mcts: soft labels (fraction of continuations that reach the answer) instead of hard (any does)"""
+    kto_beta: float = 0.1
+    """--method kto: beta of the KTO value sigmoid(beta (r - z_ref)) (the paper's default)"""
+    tango_samples: int = 4
+    """--method tango: verdict sequences sampled per rollout for the verifier's RLOO step"""
     critic_lr: float = 0.0
     """--estimator ppo: critic learning rate (AdamW; 0: --prm-lr)"""
     gae_lambda: float = 1.0
@@ -215,16 +222,16 @@ def parse_args(argv=None) -> Args:
     return args
 
 
-CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts"),
+CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts", "kto", "tango"),
            "estimator": ("rloo", "grpo", "reinforce", "ppo"),
            "reduce": ("sum", "mean"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
            "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
             "oversample": 1, "micro_batch": 1, "micro_batch_tokens": 1, "ppo_epochs": 1, "minibatches": 1,
             "bc_steps": 0, "bc_batch": 1, "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "eval_every": 0,
-            "bc_stop_early": 0, "alpha": 0,
+            "bc_stop_early": 0, "alpha": 0, "tango_samples": 2,
             "ent_coef": 0, "kl_coef": 0, "mc_rollouts": 0, "mc_n": 1, "critic_lr": 0, "gae_lambda": 0}
-POSITIVE = ("temperature", "lr", "prm_lr", "bc_lr", "clip", "grad_clip", "prm_grad_clip", "prime_beta")
+POSITIVE = ("temperature", "lr", "prm_lr", "bc_lr", "clip", "grad_clip", "prm_grad_clip", "prime_beta", "kto_beta")
 
 
 def check_args(args: Args):
@@ -247,40 +254,9 @@ def check_args(args: Args):
                          f"({args.prompts // WORLD})")
 
 
-@torch.no_grad()
-def sample_groups(policy, tok, task, it: int, args: Args):
-    """k rollouts for each of this rank's prompts of iteration `it`, and their outcome rewards.
-
-    Each generate call is seeded by (seed, iteration, chunk index over all ranks), so the rollouts
-    do not depend on the number of processes. With --filter-groups, `oversample` times more prompts
-    are sampled and the groups the filter keeps (tasks.GROUP_FILTERS) come first; the batch is then
-    filled in order, so every rank keeps exactly its share of prompts.
-    """
-    filtering = args.filter_groups != "off"
-    per_rank = args.prompts // WORLD
-    n = per_rank * (args.oversample if filtering else 1)
-    pool = task.test if args.train_on == "test" else task.train
-    examples = iteration_prompts(pool, it, n * WORLD, args.seed)[RANK * n:(RANK + 1) * n]
-    chunk = args.gen_chunk or per_rank
-    parts = []
-    for c in range(0, n, chunk):
-        torch.manual_seed(sampling_seed(args.seed, it, (RANK * n + c) // chunk))
-        parts.append(rollout.generate(policy, tok, [task.render(ex, tok) for ex in examples[c:c + chunk]],
-                                      args.k, args.max_new_tokens, args.temperature, sharded(args)))
-    rolls = rollout.concat(parts, tok.pad_token_id).to(DEVICE)
-    r_o = torch.tensor(outcome_rewards(task, rolls.completions, [examples[i // args.k] for i in range(len(rolls))]),
-                       device=DEVICE)                                           # (N,)
-    if filtering:
-        keep = tasks.filter_groups(r_o, args.k, *tasks.GROUP_FILTERS[args.filter_groups])  # (n,) prompts kept
-        order = sorted(range(n), key=lambda g: not keep[g])[:per_rank]          # kept first, stable
-        rows = torch.tensor([g * args.k + j for g in order for j in range(args.k)], device=DEVICE)
-        rolls, r_o, examples = rollout.select(rolls, rows), r_o[rows], [examples[g] for g in order]
-    return rolls, r_o, examples
-
-
 def update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o, args, *, tok, task, examples, it):
-    """2) One step of the method's reward model: Eqn 5 (rePIRL), the AIRL discriminator, PRIME's BCE, or
-    Math-Shepherd's step BCE (which samples continuations: hence the tokenizer, task, examples, iteration)."""
+    """2) One step of the method's reward model: Eqn 5 (rePIRL), AIRL's discriminator, PRIME's BCE, Math-Shepherd's
+    step BCE or RL Tango's verifier (both sample: hence the tokenizer, task, examples, iteration)."""
     if args.method in ("repirl", "prm-only"):
         logp_tau = (logp_old * rolls.completion_mask).sum(-1)                   # (N,) log pi_theta(tau)
         return prm_update(prm, prm_opt, experts, rolls, logp_tau, r_o > 0.5, args)
@@ -288,6 +264,8 @@ def update_reward_model(prm, prm_opt, ref, policy, experts, rolls, logp_old, r_o
         return airl_update(prm, prm_opt, policy, experts, rolls, logp_old, args)
     if args.method == "mcts":
         return mcts_update(prm, prm_opt, policy, tok, task, examples, rolls, r_o, it, args)
+    if args.method == "tango":
+        return tango_update(prm, prm_opt, tok, rolls, r_o, it, args)
     return prime_update(prm, prm_opt, ref, rolls, r_o, args)
 
 
@@ -298,6 +276,8 @@ def process_rewards(prm, ref, rolls, logp_old, args, tok):
     if args.method == "prime":                                                  # beta log(pi_psi / pi_ref)
         return irl.prime_rewards(sequence_logprobs(prm, rolls, args, 1.0), sequence_logprobs(ref, rolls, args, 1.0),
                                  mask, args.prime_beta)
+    if args.method == "tango":                                                  # (2 p('+') - 1) / S on each step's end
+        return tango_rewards(prm, tok, rolls, args)
     r_phi = prm_rewards(prm, rolls, args)                                       # (N, T)
     if args.method == "airl":                                                   # log D - log(1 - D)
         return irl.airl_reward(r_phi, logp_old, mask, args.airl_form)
@@ -405,8 +385,8 @@ def main(args: Args):
     task = load_task(args)
     policy_path = args.policy or warm_start(args, task)
     tok = load_tokenizer(args, task, policy_path)
-    # the policy; the reward model (a scalar head per token; PRIME's: a causal LM); a frozen reference (KL
-    # anchor, PRIME's pi_ref); PPO's critic; their AdamW optimisers, restored from the checkpoint
+    # the policy; the reward model (a scalar head per token; PRIME's, Tango's verifier: causal LMs); a frozen
+    # reference (KL anchor, PRIME's, KTO's pi_ref); PPO's critic; their AdamW optimisers, restored from the checkpoint
     policy, prm, ref, critic, opt, prm_opt, critic_opt = load_models(args, policy_path, ckpt, state)
     uses_prm, policy_ref = prm is not None, (ref if args.kl_coef > 0 else None)
     start = state.get("iteration", 0)
@@ -427,9 +407,10 @@ def main(args: Args):
         stats = {"rollout/accuracy": all_sum(r_o.mean()).item() / WORLD,
                  "rollout/length": all_sum(rolls.completion_mask.sum(-1).float().mean()).item() / WORLD}
 
-        if args.method == "bc":
-            # 2-4) behaviour cloning on the expert trajectories of the same prompts
-            stats |= bc_step(policy, opt, experts, args, args.grad_clip)
+        if args.method in ("bc", "kto"):
+            # 2-4) behaviour cloning on the expert trajectories of the same prompts; KTO on the rollouts, r_o the labels
+            stats |= bc_step(policy, opt, experts, args, args.grad_clip) if args.method == "bc" else kto_step(
+                policy, opt, ref, rolls, r_o, args)
             t_prm = t_score = 0.0
         else:
             # 2) reward-model update (Eqn 5 for rePIRL)
@@ -460,7 +441,7 @@ def main(args: Args):
                   "rollout/tokens_per_s": n_tokens / t_total}
         if args.eval_every and ((it + 1) % args.eval_every == 0 or it + 1 == args.iterations):
             stats["eval/accuracy"] = greedy_accuracy(policy, tok, task, task.test, args)
-        log(args, it, stats, rolls, r_o)
+        log_iteration(args, it, stats, rolls, r_o)
         bad = bad + 1 if any(k.endswith("grad_norm") and math.isnan(v) for k, v in stats.items()) else 0
         if bad >= args.max_bad_steps:
             raise SystemExit(f"non-finite gradients in {bad} iterations in a row (skipped, never applied); "
@@ -482,21 +463,6 @@ def main(args: Args):
     write_summary(args, summary)
     stop_processes()
     return summary
-
-
-def log(args, it, stats, rolls, r_o):
-    """One line to the console, one JSON record to metrics.jsonl, a few rollouts to samples.jsonl."""
-    if RANK != 0:
-        return
-    keys = ["rollout/accuracy", "irl/loss", "irl/ess", "policy/loss", "policy/entropy", "policy/clip_frac",
-            "rollout/tokens_per_s", "eval/accuracy"]
-    print0(f"it {it + 1:4d} | " + " ".join(f"{k.replace('eval/', 'held-out ').split('/')[-1]} {stats[k]:.3g}"
-                                           for k in keys if k in stats))
-    with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(stats) + "\n")
-    with open(os.path.join(args.out, "samples.jsonl"), "a") as f:
-        for i in range(min(args.log_samples, len(rolls))):
-            f.write(json.dumps({"iteration": it + 1, "completion": rolls.completions[i], "reward": r_o[i].item()}) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ METHODS = {                                       # key -> (row name, train.py f
     "prime": ("PRIME (implicit PRM)", ["--method", "prime"]),
     "airl": ("AIRL (token discriminator)", ["--method", "airl"]),
     "mcts": ("Math-Shepherd (Monte Carlo step labels)", ["--method", "mcts"]),
+    "kto": ("KTO (rollouts labelled by the outcome)", ["--method", "kto"]),
+    "tango": ("RL Tango (verifier trained by RL on outcomes)", ["--method", "tango"]),
     "prm-only": ("rePIRL, PRM only (4.4)", ["--method", "prm-only"]),
     "no-pseudo-expert": ("rePIRL, no pseudo-expert (D.2)", ["--method", "repirl", "--pseudo-expert", "off"]),
     "grpo": ("rePIRL, GRPO advantages (T3)", ["--method", "repirl", "--estimator", "grpo"]),

@@ -15,7 +15,7 @@
    they are not part of an iteration. Skipping the first is also where the peak-RSS mark is reset
    (`/proc/self/clear_refs`), so the reported peak is that of the iterations (plus the imports and
    models already resident, given separately as the RSS at loop start);
-4. `train.log` hands each iteration's stats (the record it writes to metrics.jsonl) to this file.
+4. `train.log_iteration` hands each iteration's stats (the record it writes to metrics.jsonl) to this file.
 
 `generate` times one plain `model.generate` call per iteration on the same prompts, k and length,
 the input tensors built before the clock starts: the floor for the generation phase.
@@ -145,7 +145,7 @@ def run_ours(opts: Args, train_flags: list) -> dict:
     train.greedy_accuracy = skipped_eval
     train.prm_auc = lambda *a, **kw: math.nan
 
-    log = train.log
+    log = train.log_iteration
     def timed_log(args, it, stats, *a, **kw):         # called once per iteration, before any checkpoint
         inner_s, inner_cpu, tokens = clock.take()
         cpu = time.process_time()
@@ -156,7 +156,7 @@ def run_ours(opts: Args, train_flags: list) -> dict:
                           "cpu/iteration": cpu - outer["cpu"], "gen_tokens": tokens} | rss_mb())
         outer.update(s=0.0, gen_cpu=0.0, cpu=cpu)
         return log(args, it, stats, *a, **kw)
-    train.log = timed_log
+    train.log_iteration = timed_log
 
     args = train.parse_args(train_flags)
     train.main(args)

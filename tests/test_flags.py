@@ -85,6 +85,23 @@ def check_mcts(out, procs, start):
     assert sum(r["irl/mc_prefixes"] for r in rows) > 0 and prm_changed(start, out / "ckpt-000002")
 
 
+def check_kto(out, procs, start):
+    """KTO at beta 0.5: the policy moves, no reward model is kept, and --estimator ppo builds no critic (KTO
+    takes no RLOO step); the reference point is a clamped KL estimate."""
+    ckpt = out / "ckpt-000002"
+    assert policy_changed(start, ckpt) and not (ckpt / "prm").exists() and not (ckpt / "critic").exists()
+    assert all(r["kto/z_ref"] >= 0 and r["policy/grad_norm"] > 0 for r in records(out))
+
+
+def check_tango(out, procs, start):
+    """RL Tango with 3 verdict sequences a rollout: the verifier (a causal LM) and the policy both move."""
+    ckpt = out / "ckpt-000002"
+    assert policy_changed(start, ckpt)
+    assert not torch.equal(params(AutoModelForCausalLM.from_pretrained(start)),
+                           params(AutoModelForCausalLM.from_pretrained(ckpt / "prm")))
+    assert all(r["irl/grad_norm"] > 0 for r in records(out))
+
+
 def check_test_time(out, procs, start):
     """Test-time training: a given policy and PRM, prompts from the held-out split, the PRM scores but is
     never updated."""
@@ -126,6 +143,8 @@ RUNS = {
     "prime-filtered": ([["--method", "prime", "--prime-beta", "0.1", "--filter-groups", "some-correct",
                          "--oversample", "3"]], check_prime),
     "mcts-soft": ([["--method", "mcts", "--mc-rollouts", "0", "--mc-n", "2", "--mc-soft", "true"]], check_mcts),
+    "kto": ([["--method", "kto", "--kto-beta", "0.5", "--estimator", "ppo"]], check_kto),
+    "tango": ([["--method", "tango", "--tango-samples", "3"]], check_tango),
     "test-time": ([["--policy", "{tiny}", "--prm", "{tiny}", "--method", "prm-only", "--train-on", "test",
                     "--freeze-prm", "true"]], check_test_time),
     "expert-file": ([["--expert", "{expert}", "--skip-bad", "true", *EXPERT_TASK, "--max-new-tokens", "20",

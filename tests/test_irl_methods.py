@@ -1,4 +1,5 @@
-"""The baselines' losses (AIRL, PRIME, Math-Shepherd step labels) against brute-force references.
+"""The baselines' losses (AIRL, PRIME, Math-Shepherd step labels, KTO, RL Tango's verifier) against
+brute-force references.
 
 References are written out independently here: Python floats, explicit loops, D computed as
 exp(f) / (exp(f) + pi) and the cross-entropy by hand.
@@ -331,3 +332,170 @@ def test_mc_step_rewards_put_the_step_probability_on_its_last_token():
     expected[0, 2], expected[0, 4], expected[1, 3] = 0.75, 0.25, 1 / (1 + math.exp(-2.0))
     torch.testing.assert_close(out, expected)
     assert not out.requires_grad
+
+
+# ----------------------------------------------------------------------------- KTO
+
+def kto_case():
+    """Three rollouts (completion columns 1-2), z_ref 0.5, beta 1: implied rewards 0.5 + ln 3 (desirable),
+    0.5 + ln 3 (undesirable) and 0.5 (undesirable, one token and a padding column at -inf)."""
+    ln3 = math.log(3)
+    logp = torch.tensor([[0.0, -1.0, -2.0], [0.0, -0.5, -0.5], [0.0, -3.0, 0.0]], dtype=torch.float64)
+    logp_ref = torch.tensor([[0.0, -1.5, -2.0 - ln3], [0.0, -1.0, -0.5 - ln3], [0.0, -3.5, float("-inf")]],
+                            dtype=torch.float64)
+    mask = torch.tensor([[0, 1, 1], [0, 1, 1], [0, 1, 0]], dtype=torch.bool)
+    r_o = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    return logp, logp_ref, mask, r_o
+
+
+def test_kto_loss_hand_worked_case():
+    logp, logp_ref, mask, r_o = kto_case()
+    logp = logp.clone().requires_grad_()
+    loss, stats = irl.kto_loss(logp, logp_ref, mask, r_o, z_ref=0.5, beta=1.0)
+    loss.backward()
+    # v: sigmoid(ln 3) = 3/4 (desirable above z), sigmoid(-ln 3) = 1/4 (undesirable above z), sigmoid(0) = 1/2
+    assert abs(loss.item() - (1 / 4 + 3 / 4 + 1 / 2) / 3) < 1e-12
+    assert abs(stats["kto/r_desirable"] - (0.5 + math.log(3))) < 1e-12 and stats["kto/z_ref"] == 0.5
+    # d loss / d log pi = -(1/3) dv/dr on completion tokens: dv/dr = sigmoid' = 3/16, -3/16, -1/4
+    expected = torch.tensor([[0, -1 / 16, -1 / 16], [0, 1 / 16, 1 / 16], [0, 1 / 12, 0]], dtype=torch.float64)
+    torch.testing.assert_close(logp.grad, expected)
+    weighted, _ = irl.kto_loss(logp, logp_ref, mask, r_o, 0.5, 1.0, lambda_D=2.0, lambda_U=1.0)
+    assert abs(weighted.item() - (2 - 2 * 3 / 4 + 3 / 4 + 1 / 2) / 3) < 1e-12
+
+
+def brute_kto(logp, logp_ref, mask, r_o, z_ref, beta, lam_D, lam_U):
+    """The loss and d loss / d log pi, one Python float at a time."""
+    n, T = mask.shape
+    z = max(z_ref, 0.0)
+    loss, grad = 0.0, [[0.0] * T for _ in range(n)]
+    for i in range(n):
+        r = sum(logp[i, t].item() - logp_ref[i, t].item() for t in range(T) if mask[i, t])
+        sign, lam = (1.0, lam_D) if r_o[i].item() > 0.5 else (-1.0, lam_U)
+        s = 1 / (1 + math.exp(-beta * sign * (r - z)))
+        loss += (lam - lam * s) / n
+        for t in range(T):
+            if mask[i, t]:
+                grad[i][t] = -lam * s * (1 - s) * beta * sign / n
+    return loss, torch.tensor(grad, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("z_ref, lambdas", [(0.7, (1.0, 1.0)), (-3.0, (1.3, 0.8))])
+def test_kto_loss_matches_brute_force_and_clamps_the_reference_point(z_ref, lambdas):
+    g = torch.Generator().manual_seed(5)
+    logp = -2 * torch.rand(6, 5, generator=g, dtype=torch.float64)
+    logp_ref = -2 * torch.rand(6, 5, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, 5, generator=g) > 0.3
+    r_o = (torch.rand(6, generator=g) > 0.5).double()
+    logp = logp.requires_grad_()
+    z = torch.tensor(z_ref, dtype=torch.float64, requires_grad=True)
+    loss, stats = irl.kto_loss(logp, logp_ref, mask, r_o, z, beta=0.3, lambda_D=lambdas[0], lambda_U=lambdas[1])
+    loss.backward()
+    ref, grad = brute_kto(logp.detach(), logp_ref, mask, r_o, z_ref, 0.3, *lambdas)
+    assert abs(loss.item() - ref) < 1e-12 and stats["kto/z_ref"] == max(z_ref, 0.0)
+    torch.testing.assert_close(logp.grad, grad)
+    assert z.grad is None                                                # the reference point is a constant
+
+
+def test_kto_gradient_raises_desirable_and_lowers_undesirable_rollouts():
+    """At the reference (r = 0 = z) every desirable token's gradient is negative (descent raises its log-prob),
+    every undesirable one's positive; the reference gets none."""
+    logp_ref = -torch.rand(4, 6, dtype=torch.float64)
+    logp = logp_ref.clone().requires_grad_()
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    r_o = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    logp_ref.requires_grad_()
+    loss, _ = irl.kto_loss(logp, logp_ref, mask, r_o, 0.0, beta=0.1)
+    loss.backward()
+    assert (logp.grad[r_o > 0.5] < 0).all() and (logp.grad[r_o < 0.5] > 0).all()
+    assert logp_ref.grad is None
+    torch.testing.assert_close(logp.grad.abs(), torch.full((4, 6), 0.1 / 4 / 4, dtype=torch.float64))  # beta sigmoid' / n
+
+
+def test_kto_normaliser_splits_add_up():
+    logp, logp_ref, mask, r_o = kto_case()
+    full, _ = irl.kto_loss(logp, logp_ref, mask, r_o, 0.5, 1.0)
+    parts = [irl.kto_loss(logp[i], logp_ref[i], mask[i], r_o[i], 0.5, 1.0, n_seq=3)[0] for i in ([0, 2], [1])]
+    assert abs(sum(p.item() for p in parts) - full.item()) < 1e-12
+
+
+# ----------------------------------------------------------------------------- RL Tango's verifier
+
+def tango_case():
+    """Two rollouts: correct (z = ln 3, p('+') = 3/4) and wrong (z = -ln 3, p('+') = 1/4); m = 3 verdicts each."""
+    z = torch.tensor([math.log(3), -math.log(3)], dtype=torch.float64)
+    verdicts = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.float64)    # '+' '+' '-' and '+' '-' '-'
+    r_o = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    return z, verdicts, r_o
+
+
+def test_tango_loss_hand_worked_case():
+    z, verdicts, r_o = tango_case()
+    inputs = [t.clone() for t in (z, verdicts, r_o)]
+    z = z.clone().requires_grad_()
+    loss, stats = irl.tango_loss(z, verdicts, r_o)
+    loss.backward()
+    # rewards (1, 1, 0) and (0, 1, 1); leave-one-out advantages (1/2, 1/2, -1) and (-1, 1/2, 1/2)
+    # row 0: 1/2 ln 3/4 + 1/2 ln 3/4 - ln 1/4 = ln 3;  row 1: -ln 1/4 + 1/2 ln 3/4 + 1/2 ln 3/4 = ln 3
+    # one correct and one wrong rollout: weights 1;  loss = -(ln 3 + ln 3) / (2 x 3) = -ln 3 / 3
+    assert abs(loss.item() + math.log(3) / 3) < 1e-12
+    # d loss / dz = -sum_j A_j (v_j - sigmoid(z)) / 6: row 0: 1/2 (1/4) + 1/2 (1/4) - (-3/4) = 1; row 1: -1
+    torch.testing.assert_close(z.grad, torch.tensor([-1 / 6, 1 / 6], dtype=torch.float64))
+    assert abs(stats["irl/verifier_reward"] - 4 / 6) < 1e-12 and stats["irl/verifier_greedy_acc"] == 1.0
+    assert abs(stats["irl/verdict_plus"] - 1 / 2) < 1e-12
+    assert all(torch.equal(a, b) for a, b in zip(inputs, (z.detach(), verdicts, r_o)))
+    half, _ = irl.tango_loss(z[:1], verdicts[:1], r_o[:1], n_seq=2, n_correct=1)  # whole-batch counts
+    rest, _ = irl.tango_loss(z[1:], verdicts[1:], r_o[1:], n_seq=2, n_correct=1)
+    assert abs(half.item() + rest.item() - loss.item()) < 1e-12
+
+
+def brute_tango(z, verdicts, r_o):
+    """The loss and d loss / dz, one Python float at a time; each class's rollouts weigh B / (2 x its count)."""
+    B, m = verdicts.shape
+    n_correct = sum(r_o.tolist())
+    loss, grad = 0.0, [0.0] * B
+    for b in range(B):
+        R = [float(verdicts[b, j].item() == r_o[b].item()) for j in range(m)]
+        w = B / (2 * (n_correct if r_o[b].item() == 1 else B - n_correct)) if 0 < n_correct < B else 1.0
+        p = 1 / (1 + math.exp(-z[b].item()))
+        for j in range(m):
+            A = w * (R[j] - (sum(R) - R[j]) / (m - 1))
+            v = verdicts[b, j].item()
+            loss -= A * math.log(p if v == 1 else 1 - p) / (B * m)
+            grad[b] -= A * (v - p) / (B * m)
+    return loss, torch.tensor(grad, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("r_o", [[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+def test_tango_loss_matches_brute_force_with_classes_weighted_alike(r_o):
+    """2 correct rollouts of 5: their terms weigh 5 / (2 x 2), the 3 wrong ones' 5 / (2 x 3); one class: 1."""
+    g = torch.Generator().manual_seed(7)
+    z = (2 * torch.randn(5, generator=g, dtype=torch.float64)).requires_grad_()
+    verdicts = (torch.rand(5, 4, generator=g) > 0.4).double()
+    r_o = torch.tensor(r_o, dtype=torch.float64)
+    loss, _ = irl.tango_loss(z, verdicts, r_o)
+    loss.backward()
+    ref, grad = brute_tango(z.detach(), verdicts, r_o)
+    assert abs(loss.item() - ref) < 1e-12 and loss.item() != 0
+    torch.testing.assert_close(z.grad, grad)
+
+
+def test_tango_gradient_says_plus_on_a_correct_rollout_and_minus_on_a_wrong_one():
+    """Verdicts sampled from sigmoid(z), many per rollout: descent raises z of a correct rollout (towards
+    '+') and lowers z of a wrong one (towards '-'), whichever verdict is the more likely now."""
+    torch.manual_seed(0)
+    z = torch.tensor([-0.5, 0.3, 0.4, -0.2], dtype=torch.float64, requires_grad=True)
+    verdicts = torch.bernoulli(z.detach().sigmoid()[:, None].expand(4, 400))    # (4, 400)
+    loss, _ = irl.tango_loss(z, verdicts, torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    loss.backward()
+    assert (z.grad[:2] < 0).all() and (z.grad[2:] > 0).all(), z.grad
+
+
+def test_tango_step_rewards_put_the_expected_verdict_over_the_step_count_on_each_step_end():
+    ln3 = math.log(3)
+    z = torch.tensor([[ln3, -ln3, 0.0], [ln3, 5.0, 5.0]]).requires_grad_()
+    step_end = torch.tensor([[2, 4, 5], [3, -1, -1]])
+    r = irl.tango_step_rewards(z, step_end, 7)
+    expected = torch.zeros(2, 7)
+    expected[0, 2], expected[0, 4], expected[1, 3] = (2 * 3 / 4 - 1) / 3, (2 * 1 / 4 - 1) / 3, 2 * 3 / 4 - 1
+    torch.testing.assert_close(r, expected)                              # padding steps (z = 5) reach no token
+    assert not r.requires_grad

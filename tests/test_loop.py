@@ -6,6 +6,11 @@ rollouts: each wires its loss the way the method defines it.
   rewards the policy then sees add up to the R_phi(tau) it trained (`--reduce sum | mean`);
 - the AIRL and PRIME steps take the gradients of `irl.airl_loss` and `irl.prime_loss`, and
   `train.process_rewards` hands the policy f - log pi (AIRL) and beta log(pi_psi / pi_ref) (PRIME);
+- RL Tango's verifier step takes the gradient of `irl.tango_loss` on the verdict logit ('+' against '-')
+  after each rollout's last token, a few steps raise its expected reward, and the policy gets its
+  expected verdicts (2 p('+') - 1) / S after every step; the KTO step takes the gradient of
+  `irl.kto_loss` with the batch's mean implied reward as reference point, and raises the desirable
+  rollouts against the reference;
 - the outcome reward and alpha per method (`train.method_rewards`);
 - one policy step (`train.policy_update`) raises the log-probability of a completion with a positive
   advantage and lowers one with a negative advantage; the entropy bonus raises the entropy, the KL
@@ -19,6 +24,7 @@ run in micro-batches of a few rows (as the loop does with a small --micro-batch-
 Run: OMP_NUM_THREADS=1 python -m pytest -q tests/test_loop.py   (CPU, no downloads, ~10 s)
 """
 import copy
+import dataclasses
 import json
 import threading
 
@@ -26,6 +32,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import baselines
 import batching
 import checkpoint
 import irl
@@ -246,12 +253,110 @@ def test_prime_step_and_reward_are_the_implicit_prm_of_irl_prime_loss(small):
     assert (r[~m] == 0).all()
 
 
+# ----------------------------------------------------------------------------- RL Tango's verifier, KTO
+
+def tango_reference(verifier, tok, rolls):
+    """The verdict logits z (N, T) written out: the logits of the vocabulary's '+' minus '-' after every token,
+    in one pass; each rollout's judgement logit (N,), after its last completion token; the step ends (N, S)."""
+    vocab = tok.get_vocab()
+    position_ids = (rolls.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = verifier(input_ids=rolls.ids, attention_mask=rolls.attention_mask, position_ids=position_ids).logits
+    z = logits[..., vocab["+"]] - logits[..., vocab["-"]]                       # (N, T)
+    last = torch.tensor([max(t for t in range(z.shape[1]) if rolls.completion_mask[i, t]) for i in range(len(rolls))])
+    return z, z[torch.arange(len(rolls)), last], irl.step_end_positions(prm_lib.batch_steps(tok, rolls)[0])
+
+
+def test_tango_step_and_reward_are_the_verifier_of_irl_tango_loss(small):
+    """The verifier step: irl.tango_loss on the logit of '+' against '-' after each rollout's last token, the
+    verdicts drawn from baselines.verdict_uniforms, the checker's labels; the policy's reward: (2 p('+') - 1) / S
+    after the last token of each of its S steps."""
+    tok, path = small
+    _, rolls = batches(tok)
+    verifier = noisy(AutoModelForCausalLM.from_pretrained(path), seed=6, scale=0.5).eval()
+    reference = copy.deepcopy(verifier)
+    args = train.Args(method="tango", tango_samples=3, prm_grad_clip=1e9, micro_batch_tokens=MB, temperature=0.7)
+    assert len(batching.micro_batches(rolls, args)) > 1
+    z_tok, z, step_end = tango_reference(reference, tok, rolls)                  # (N, T), (N,), (N, S)
+    verdicts = (baselines.verdict_uniforms(len(rolls), args, it=0) < z.detach().sigmoid()[:, None]).float()  # (N, m)
+    assert 0 < verdicts.mean() < 1                                              # both verdicts drawn
+    loss, _ = irl.tango_loss(z, verdicts, R_O)
+    loss.backward()
+    reward_step(verifier, args, None, rolls, None, tok=tok)
+    assert_same_grads(grads(verifier), grads(reference))
+
+    r = train.process_rewards(reference, None, rolls, None, args, tok)          # (N, T)
+    expected = torch.zeros(rolls.ids.shape)
+    for i, s in (step_end >= 0).nonzero().tolist():
+        expected[i, step_end[i, s]] = (2 * z_tok[i, step_end[i, s]].sigmoid() - 1) / (step_end[i] >= 0).sum()
+    torch.testing.assert_close(r, expected.detach(), atol=1e-5, rtol=1e-5)
+    assert (r != 0).sum() == (step_end >= 0).sum() > len(rolls)                  # every step end, none else
+
+
+def test_tango_steps_raise_the_verifiers_expected_reward(small):
+    """Five AdamW steps of the verifier on the same batch: its expected reward, p('+') on the correct rollouts and
+    p('-') on the wrong ones (the class weights' balanced mean), rises."""
+    tok, path = small
+    _, rolls = batches(tok)
+    verifier = AutoModelForCausalLM.from_pretrained(path).eval()
+    opt = torch.optim.AdamW(verifier.parameters(), lr=3e-3, weight_decay=0.0)
+    args = train.Args(method="tango", tango_samples=8, micro_batch_tokens=MB)
+
+    def expected_reward():
+        with torch.no_grad():
+            p = tango_reference(verifier, tok, rolls)[1].sigmoid()               # (N,) p('+') of the judgement
+        return 0.5 * (p[R_O > 0.5].mean() + (1 - p[R_O < 0.5]).mean()).item()
+    before = expected_reward()
+    for it in range(5):
+        train.update_reward_model(verifier, opt, None, None, None, rolls, None, R_O, args, tok=tok, task=None,
+                                  examples=None, it=it)
+    assert expected_reward() > before + 0.05, (before, expected_reward())
+
+
+def test_kto_step_is_the_gradient_of_irl_kto_loss_with_the_batch_reference_point(small):
+    """KTO: irl.kto_loss on log pi_theta - log pi_ref at the sampling temperature, z_ref the mean implied reward
+    of the whole batch before the step, r_o the labels."""
+    tok, path = small
+    _, rolls = batches(tok)
+    ref = noisy(AutoModelForCausalLM.from_pretrained(path), seed=7, scale=1.0).eval()
+    policy = AutoModelForCausalLM.from_pretrained(path).eval()
+    reference = copy.deepcopy(policy)
+    args = train.Args(method="kto", k=K, kto_beta=0.5, grad_clip=1e9, micro_batch_tokens=MB, temperature=0.8)
+    m = rolls.completion_mask
+    logp = rollout.token_logprobs(reference, rolls.ids, rolls.attention_mask, 0.8)          # (N, T)
+    with torch.no_grad():
+        logp_ref = rollout.token_logprobs(ref, rolls.ids, rolls.attention_mask, 0.8)        # (N, T)
+    z_ref = ((logp - logp_ref) * m).sum(-1).mean().detach()                                 # the batch's mean r
+    assert z_ref > 0.1                                                          # so a reference point of 0 would differ
+    loss, _ = irl.kto_loss(logp, logp_ref, m, R_O, z_ref, 0.5)
+    loss.backward()
+    rolls = dataclasses.replace(rolls, logp=logp.detach())                      # as the sampler records them
+    stats = baselines.kto_step(policy, no_step(policy), ref, rolls, R_O.clone(), args)
+    assert_same_grads(grads(policy), grads(reference))
+    assert stats["kto/z_ref"] == pytest.approx(z_ref.item(), rel=1e-4)
+
+
+def test_kto_step_raises_desirable_rollouts_and_lowers_undesirable_ones_against_the_reference(small):
+    """From the reference itself (r = 0 = z_ref), one SGD step: the right answers to 1+2 and 3+4 gain
+    log-probability over the reference, the wrong ones lose it."""
+    tok, path = small
+    rolls = rollout.select(batches(tok)[1], torch.arange(4))                    # 1+2=3 (right), 1+2=4, 3+4=8, Answer: 7
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    policy = AutoModelForCausalLM.from_pretrained(path).eval()
+    args = train.Args(method="kto", k=K, grad_clip=1e9, micro_batch_tokens=MB)
+    with torch.no_grad():
+        rolls = dataclasses.replace(rolls, logp=rollout.token_logprobs(policy, rolls.ids, rolls.attention_mask))
+    before = row_logprobs(policy, rolls)
+    stats = baselines.kto_step(policy, torch.optim.SGD(policy.parameters(), lr=0.1), ref, rolls, R_O[:4], args)
+    gain = row_logprobs(policy, rolls) - before                                  # log pi(tau) - log pi_ref(tau)
+    assert stats["kto/z_ref"] == 0 and gain[[0, 3]].min() > 1e-2 and gain[[1, 2]].max() < -1e-2, gain
+
+
 # ----------------------------------------------------------------------------- the return per method
 
 @pytest.mark.parametrize("method, with_outcome, alpha", [
     ("rloo", True, 0.0),            # outcome only, no PRM
     ("prm-only", False, 1.0),       # the PRM's reward only (paper 4.4)
-    ("repirl", True, 0.3), ("airl", True, 0.3), ("prime", True, 0.3), ("mcts", True, 0.3)])
+    ("repirl", True, 0.3), ("airl", True, 0.3), ("prime", True, 0.3), ("mcts", True, 0.3), ("tango", True, 0.3)])
 def test_each_method_takes_its_outcome_and_alpha(method, with_outcome, alpha):
     r_o = R_O.clone()
     outcome, a = train.method_rewards(train.Args(method=method, alpha=0.3), r_o)

@@ -52,6 +52,12 @@ def assert_resumed(stdout: str, out, iteration: int, iterations: int):
     assert logged_iterations(stdout) == list(range(iteration + 1, iterations + 1)), stdout[-2000:]
 
 
+def untimed_metrics(out) -> list[dict]:
+    """A run's metrics.jsonl without its timing fields (a resumed run must reproduce everything else)."""
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and "per_s" not in k}
+            for line in open(out / "metrics.jsonl")]
+
+
 def warm_start(cache):
     return next(p for p in cache.iterdir() if p.name.startswith("tiny-bc-"))
 
@@ -72,7 +78,7 @@ def test_repirl_run_changes_policy_and_prm_and_writes_metrics(tmp_path, cache):
     assert "PRM AUC" in proc.stdout
 
 
-@pytest.mark.parametrize("method, changes_prm", [("rloo", None), ("bc", None), ("prm-only", True),
+@pytest.mark.parametrize("method, changes_prm", [("rloo", None), ("bc", None), ("kto", None), ("prm-only", True),
                                                  ("airl", True), ("prime", True), ("mcts", True)])
 def test_each_method_trains_what_it_should(tmp_path, cache, method, changes_prm):
     out, _ = run(tmp_path, cache, "--method", method)
@@ -108,9 +114,29 @@ def test_ppo_trains_its_critic_and_resumes_exactly(tmp_path, cache):
     for part, load in (("policy", AutoModelForCausalLM.from_pretrained), ("prm", lambda p: prm_lib.load_prm(str(p))),
                        ("critic", lambda p: prm_lib.load_prm(str(p)))):
         assert torch.equal(params(load(ckpt / part)), params(load(cut / "ckpt-000003" / part))), part
-    strip = lambda path: [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and "per_s" not in k}
-                          for line in open(path)]
-    assert strip(cut / "metrics.jsonl") == strip(out / "metrics.jsonl")
+    assert untimed_metrics(cut) == untimed_metrics(out)
+
+
+def test_tango_trains_its_verifier_and_resumes_exactly(tmp_path, cache):
+    """RL Tango: the verifier (a causal LM, the policy's copy) trains beside the policy and is saved as the run's
+    prm with its optimiser; the verdicts it samples are seeded by the iteration, so a run resumed from iteration 2
+    ends exactly where the uninterrupted run does."""
+    out, proc = run(tmp_path, cache, "--method", "tango", "--iterations", "3")
+    warm, ckpt = warm_start(cache), out / "ckpt-000003"
+    for part in ("policy", "prm"):
+        assert not torch.equal(params(AutoModelForCausalLM.from_pretrained(warm)),
+                               params(AutoModelForCausalLM.from_pretrained(ckpt / part))), part
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")][:3]
+    assert all(0 <= r["irl/verifier_reward"] <= 1 and r["policy/adv_process_abs"] > 0 for r in records)
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    shutil.rmtree(cut / "ckpt-000003")
+    _, proc = run(tmp_path, cache, "--method", "tango", "--iterations", "3", "--resume", "true", out=cut)
+    assert_resumed(proc.stdout, cut, 2, 3)
+    for part in ("policy", "prm"):
+        assert torch.equal(params(AutoModelForCausalLM.from_pretrained(ckpt / part)),
+                           params(AutoModelForCausalLM.from_pretrained(cut / "ckpt-000003" / part))), part
+    assert untimed_metrics(cut) == untimed_metrics(out)
 
 
 def test_non_finite_gradient_is_skipped_and_overflow_stops():
