@@ -544,6 +544,10 @@ def rollout_pairs(rolls: list[report.Trace], n: int, expert: dict, limit: int) -
 
 # ----------------------------------------------------------------------------- 11) the whole evaluation
 
+LM_REWARD_MODELS = {"prime": "PRIME's implicit PRM (a causal LM read against pi_ref)",
+                    "tango": "RL Tango's verifier (a causal LM that says '+' or '-')"}
+
+
 def main(a: Args) -> dict:
     hf_logging.set_verbosity_error()
     t_start = time.time()
@@ -557,6 +561,11 @@ def main(a: Args) -> dict:
     policy_path = model_path(a.policy, "policy") if a.policy else os.path.join(ckpt, "policy")
     prm_path = (model_path(a.prm, "prm") if a.prm else
                 os.path.join(ckpt, "prm") if ckpt and os.path.isdir(os.path.join(ckpt, "prm")) else None)
+    method = settings.get("method", "repirl")
+    if prm_path and not a.prm and method in LM_REWARD_MODELS:
+        print(f"--run {a.run}: trained with --method {method}, whose prm folder is {LM_REWARD_MODELS[method]}, "
+              f"not a token-reward PRM; the PRM parts are skipped (--prm scores with one)")
+        prm_path = None
     a.task = a.task or settings.get("task", "arithmetic")
     a.k = a.k or settings.get("k", 4)
     a.temperature = a.temperature if a.temperature >= 0 else settings.get("temperature", 1.0)

@@ -300,3 +300,18 @@ def test_main_end_to_end_on_a_tiny_run(tmp_path):
     assert json.loads((run / "eval.json").read_text())["n_samples"] == 4
     for name in ("report.html", "heatmap-injected.html", "heatmap-rollouts-discounted.html"):
         balanced((run / name).read_text())
+
+
+@pytest.mark.parametrize("method", ["prime", "tango"])
+def test_main_skips_the_prm_parts_of_a_run_whose_reward_model_is_a_causal_lm(tmp_path, capsys, method):
+    """PRIME's and Tango's `prm` folders hold causal LMs: read as a token-reward PRM (a zero head) they would
+    score every rollout 0; eval says so and measures the policy alone."""
+    run = tmp_path / "run"
+    for part in ("policy", "prm"):
+        tiny.save_tiny(str(run / "ckpt-000002" / part))
+    (run / "args.json").write_text(json.dumps({"method": method, "task": "arithmetic", "n_terms": 3, "lo": 1, "hi": 9,
+                                               "n_test": 10, "n_train": 10, "k": 2, "max_new_tokens": 8}))
+    res = ev.main(ev.parse_args(["--run", str(run), "--prompts", "2", "--n", "1,2", "--subsets", "2"]))
+    assert res["prm"] is None and "majority vote" in res["scaling"] and "localisation" not in res
+    assert not any("best-of-N" in key or "PRM" in key for key in res["scaling"])
+    assert f"trained with --method {method}" in capsys.readouterr().out
