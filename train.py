@@ -401,16 +401,16 @@ def main(args: Args):
         t0 = time.time()
         # 1) rollout: k samples per prompt, outcome reward, log pi_theta(a_t | s_t) as sampled (rolls.logp)
         rolls, r_o, examples = sample_groups(policy, tok, task, it, args)
-        logp_old = sequence_logprobs(policy, rolls, args) if needs_old_logprobs(args) else None  # (N, T) PPO's
+        logp_old = sequence_logprobs(policy, rolls, args) if needs_old_logprobs(args) else None  # (N, T) or None
         t_rollout = time.time() - t0
         experts = expert_batch(tok, task, examples).to(DEVICE) if needs_experts(args) else None
         stats = {"rollout/accuracy": all_sum(r_o.mean()).item() / WORLD,
                  "rollout/length": all_sum(rolls.completion_mask.sum(-1).float().mean()).item() / WORLD}
 
         if args.method in ("bc", "kto"):
-            # 2-4) behaviour cloning on the expert trajectories of the same prompts; KTO on the rollouts, r_o the labels
-            stats |= bc_step(policy, opt, experts, args, args.grad_clip) if args.method == "bc" else kto_step(
-                policy, opt, ref, rolls, r_o, args)
+            # 2-4) no reward model: behaviour cloning on the expert trajectories, or KTO on the rollouts labelled by r_o
+            stats |= (bc_step(policy, opt, experts, args, args.grad_clip) if args.method == "bc"
+                      else kto_step(policy, opt, ref, rolls, r_o, args))
             t_prm = t_score = 0.0
         else:
             # 2) reward-model update (Eqn 5 for rePIRL)
