@@ -44,6 +44,8 @@ METHODS = {                                       # key -> (row name, train.py f
     "reinforce": ("rePIRL, REINFORCE (T3)", ["--method", "repirl", "--estimator", "reinforce"]),
     "repirl-ppo": ("rePIRL, PPO with a critic (GAE)", ["--method", "repirl", "--estimator", "ppo"]),
     "repirl-dense": ("rePIRL, alpha 1 and PRM lr 1e-3", ["--method", "repirl", "--alpha", "1", "--prm-lr", "1e-3"]),
+    "rloo-entropy": ("RLOO, entropy in the return (repirl-maxent's control, no PRM)",
+                     ["--method", "rloo", "--entropy", "return", "--ent-coef", "0.1"]),
     "repirl-maxent": ("rePIRL, entropy in the return (ent_coef = alpha), pseudo-expert both",
                       ["--method", "repirl", "--entropy", "return", "--ent-coef", "0.1", "--pseudo-expert", "both"]),
     "repirl": ("rePIRL", ["--method", "repirl"]),
