@@ -153,8 +153,7 @@ def verdict_ids(tok) -> list[int]:
 def verdict_logits(verifier, part, ids: list[int]) -> torch.Tensor:
     """z (n, t): log p('+') - log p('-') of the verifier's next token after each token, at temperature 1;
     its distribution restricted to the two verdicts is p('+') = sigmoid(z)."""
-    position_ids = (part.attention_mask.cumsum(-1) - 1).clamp(min=0)           # (n, t) as the policy numbers them
-    logits = verifier(input_ids=part.ids, attention_mask=part.attention_mask, position_ids=position_ids).logits
+    logits = rollout.logits_as_generated(verifier, part.ids, part.attention_mask)  # (n, t, V)
     pair = logits[..., ids].float()                                             # (n, t, 2) the verdicts' logits
     return pair[..., 0] - pair[..., 1]                                          # (n, t)
 
@@ -263,9 +262,9 @@ def kto_step(policy, opt, ref, rolls, r_o, args):
     sampler recorded it, rolls.logp) gives the reference point z_ref: its mean over the whole batch (all
     ranks), an estimate of KL(pi_theta || pi_ref) since the rollouts are samples of pi_theta.
     Log-probabilities of the policy and of the frozen reference (the starting policy) at the sampling
-    temperature. KTO's implied reward carries
-    its own anchor to the reference, so --kl-coef, --ent-coef, --alpha and the advantage flags do not enter
-    (as for bc); one step per iteration, whatever --ppo-epochs and --minibatches.
+    temperature. KTO's implied reward carries its own anchor to the reference, so --kl-coef,
+    --ent-coef, --alpha and the advantage flags do not enter (as for bc); one step per iteration,
+    whatever --ppo-epochs and --minibatches.
     """
     mask = rolls.completion_mask
     logp_ref = sequence_logprobs(ref, rolls, args)                              # (N, T)

@@ -174,6 +174,13 @@ def generate_from_ids(model, tokenizer, prompt_ids: list[list[int]], k: int, max
     )
 
 
+def logits_as_generated(model, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The model's logits (B, T, V) for a left-padded batch, positions numbered from each row's first real
+    token as `generate` numbers them, so a sequence scores the same whatever its padding."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)                 # (B, T)
+    return model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids).logits  # (B, T, V)
+
+
 def token_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0,
                    with_entropy: bool = False):
     """logp[b, t] = log pi(ids[b, t] | ids[b, :t]) at `temperature`; column 0 (no context) is 0.
@@ -182,8 +189,7 @@ def token_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, tempe
     distribution that produced each token. Mask with `completion_mask` before use.
     """
     assert temperature > 0, "log-probs need a positive temperature (greedy decoding has none)"
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)                 # (B, T) as `generate` numbers them
-    logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids).logits  # (B, T, V)
+    logits = logits_as_generated(model, ids, attention_mask)                   # (B, T, V)
     logp_all = (logits[:, :-1].float() / temperature).log_softmax(-1)           # (B, T-1, V) predicts ids[:, 1:]
     logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1)                    # (B, T-1)
     logp = F.pad(logp, (1, 0))                                                  # (B, T)
