@@ -42,19 +42,15 @@ NOT_UTF8 = b'{"question": "caf\xe9?", "answer": "2"}'
 # ----------------------------------------------------------------------------- data files (--data, --test-data)
 
 @pytest.mark.parametrize("lines, message", [
-    ([GOOD, '{"question": "What is 2+2?", "answer": '], r"data.jsonl:2: not a JSON record \(.*\); expected one JSON"),
-    (["[1, 2]"], r"data.jsonl:1: a JSON list; expected one JSON object per line"),
-    ([NOT_UTF8], r"data.jsonl:1: byte 0xe9 at column 18 is not UTF-8; expected UTF-8 text"),
     (['{"answer": "2"}'], r"data.jsonl:1: no question; expected a non-empty 'problem', 'question' or 'prompt'"),
     (['{"question": "What is 1+1?"}'], r"data.jsonl:1: no answer; expected a non-empty 'answer'"),
     (['{"question": "What is 1+1?", "answer": {"value": 2}}'],
      r"data.jsonl:1: field 'answer' has type dict; expected str or int or float or list"),
     (['{"question": "What is 1+1?", "answer": "2", "solution": " "}'], r"data.jsonl:1: empty solution; expected"),
     ([GOOD, GOOD.replace("1+1", "1+2")], r"data.jsonl:2: id 1 again \(first at .*data.jsonl:1\); expected unique ids"),
-    ([], r"data.jsonl: empty file; expected one JSON object per line"),
-], ids=["bad-json", "not-an-object", "not-utf8", "no-question", "no-answer", "wrong-type", "empty-solution",
-        "duplicate-id", "empty-file"])
-def test_bad_data_file_names_file_and_line(tmp_path, lines, message):
+], ids=["no-question", "no-answer", "wrong-type", "empty-solution", "duplicate-id"])
+def test_bad_data_record_names_file_and_line(tmp_path, lines, message):
+    """A record a math task cannot use (the file's own faults: test_bad_jsonl_file_names_file_and_line)."""
     with pytest.raises(ValueError, match=message):
         load_data(write(tmp_path / "data.jsonl", lines))
 
@@ -90,8 +86,6 @@ def load_expert_via_train(path: str, *flags):
 
 
 @pytest.mark.parametrize("lines, message", [
-    ([expert_line(), '{"prompt": "x", "response": '], r"expert.jsonl:2: not a JSON record \(.*\); expected one JSON"),
-    ([NOT_UTF8], r"expert.jsonl:1: byte 0xe9 at column 18 is not UTF-8; expected UTF-8 text"),
     (['{"prompt": "What is 1+2?"}'], r"expert.jsonl:1: no 'response'; expected string fields 'prompt' and 'response'"),
     (['{"prompt": ["What is 1+2?"], "response": "Answer: 3"}'],
      r"expert.jsonl:1: 'prompt' has type list; expected string fields 'prompt' and 'response'"),
@@ -103,10 +97,9 @@ def load_expert_via_train(path: str, *flags):
      r"expert.jsonl:1: response of 52 tokens with its EOS; expected at most 40 \(max_new_tokens\)"),
     ([expert_line(), expert_line()],
      r"expert.jsonl:2: the same prompt and response as .*expert.jsonl:1; expected each trajectory once"),
-    ([], r"expert.jsonl: empty file; expected one JSON object per line"),
-], ids=["bad-json", "not-utf8", "no-response", "wrong-type", "empty-response", "no-final-answer", "too-long",
-        "duplicate", "empty-file"])
-def test_bad_expert_file_names_file_and_line(tmp_path, lines, message):
+], ids=["no-response", "wrong-type", "empty-response", "no-final-answer", "too-long", "duplicate"])
+def test_bad_expert_record_names_file_and_line(tmp_path, lines, message):
+    """A record that is no expert trajectory of the task (the file's own faults: the JSONL test below)."""
     with pytest.raises(SystemExit, match=message):
         load_expert_via_train(write(tmp_path / "expert.jsonl", lines))
 
@@ -127,6 +120,26 @@ def test_skip_bad_flag_reaches_the_loaders(tmp_path):
         load_expert_via_train(path)
     task = load_expert_via_train(path, "--skip-bad", "true", "--prompts", "1")
     assert task.train == [ex]
+
+
+# ----------------------------------------------------------------------------- any JSONL file: data and expert
+
+JSONL_FILES = {"data": (load_data, ValueError, GOOD), "expert": (load_expert_via_train, SystemExit, expert_line())}
+
+
+@pytest.mark.parametrize("kind", JSONL_FILES)
+@pytest.mark.parametrize("bad, message", [
+    ('{"question": "What is 2+2?", "answer": ', r":2: not a JSON record \(.*\); expected one JSON object per line"),
+    ("[1, 2]", r":2: a JSON list; expected one JSON object per line"),
+    (NOT_UTF8, r":2: byte 0xe9 at column 18 is not UTF-8; expected UTF-8 text"),
+    (None, r": empty file; expected one JSON object per line"),
+], ids=["bad-json", "not-an-object", "not-utf8", "empty-file"])
+def test_bad_jsonl_file_names_file_and_line(tmp_path, kind, bad, message):
+    """Data and expert files are read by one reader (math_data.read_jsonl): a good record, then a line that is
+    not one JSON object of UTF-8 text, is refused naming file and line; so is a file with no record."""
+    load, error, good = JSONL_FILES[kind]
+    with pytest.raises(error, match=re.escape(f"{kind}.jsonl") + message):
+        load(write(tmp_path / f"{kind}.jsonl", [] if bad is None else [good, bad]))
 
 
 # ----------------------------------------------------------------------------- flags and model pairs
