@@ -3,7 +3,8 @@
 Every program (train.py, eval.py, tabular.py, benchmarks/, scripts/) declares its settings as one
 `@dataclass Args` with a one-line string under each field (the cleanrl habit); `dataclass_parser`
 turns that into an argparse parser, so the settings, their defaults and their help live in one
-place. The conventions:
+place. Flags that several programs take with one meaning are declared once, in the module of their
+concept, and each program takes them from there (7.). The conventions:
 1. a field `max_new_tokens` is the flag `--max-new-tokens` (and `--max_new_tokens`);
 2. booleans take true/false, 1/0 or yes/no, and a bare `--flag` means true, so `--quick` and
    `--quick true` are the same; any other value is refused;
@@ -13,13 +14,17 @@ place. The conventions:
 5. choices are checked after parsing, by the program (`check_choices`), naming the flag;
 6. a program whose settings fall into parts (tabular.py: one run's `Args`, the report's `Report`)
    passes the classes together, `dataclass_parser((Args, Report), ...)`, and takes each part back
-   from the parsed flags with `split`.
+   from the parsed flags with `split`;
+7. a part shared by several programs is one of those parts (benchmarks/speed_worker.py and
+   trl_bench.py: `dataclass_parser((Args, Completions), ...)`), or the base of a program's `Args`
+   (benchmarks/speed.py: `class Args(Completions)`, whose own fields follow the inherited ones); a
+   field's help is the string under it where it is declared.
 """
 import argparse
 import ast
 import inspect
 import textwrap
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -42,7 +47,8 @@ def dataclass_parser(cls, description: str, positional: tuple = ()) -> argparse.
     """A parser with `--name-with-dashes` (and `--name_with_underscores`) for every field of `cls` (a
     dataclass, or a tuple of them), or a positional argument for the fields named in `positional`."""
     classes = cls if isinstance(cls, tuple) else (cls,)
-    docs = {name: doc for c in classes for name, doc in field_docs(c).items()}
+    docs = {name: doc for c in classes for base in reversed(c.__mro__) if is_dataclass(base)   # inherited fields too
+            for name, doc in field_docs(base).items()}
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in (f for c in classes for f in fields(c)):
         default = f.default if f.default_factory is MISSING else f.default_factory()

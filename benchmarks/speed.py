@@ -50,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402
+from speed_worker import Completions  # noqa: E402
 
 MMAP_THRESHOLD = 131072                               # bytes: glibc returns every freed block at least this large
 TARGETS = {"rloo_vs_grpo": 0.5, "repirl_vs_rloo": 1.35, "generate_vs_floor": 1.2, "per_doubling": 2.2,
@@ -57,13 +58,10 @@ TARGETS = {"rloo_vs_grpo": 0.5, "repirl_vs_rloo": 1.35, "generate_vs_floor": 1.2
 
 
 @dataclass
-class Args:
+class Args(Completions):
+    """The completions of every row (k, L, --free-length: speed_worker.Completions), then this measurement's own."""
     prompts: int = 16
     """prompts per iteration"""
-    k: int = 4
-    """completions per prompt"""
-    max_new_tokens: int = 40
-    """completion length L (forced)"""
     micro_batch: int = 64
     """sequences per forward/backward pass"""
     lr: float = 1e-5
@@ -78,8 +76,6 @@ class Args:
     """torch threads of every row (OMP_NUM_THREADS)"""
     policy: str = ""
     """model folder; empty: train.py's warm-started tiny default"""
-    free_length: bool = False
-    """let completions stop at EOS (lengths then differ)"""
     trl: bool = False
     """add TRL's GRPOTrainer and RLOOTrainer rows"""
     trl_venv: str = "runs/trl-venv"

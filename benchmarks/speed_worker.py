@@ -39,21 +39,27 @@ MODES = ("ours", "generate")
 
 
 @dataclass
-class Args:
-    mode: str
-    """ours (train.main on the flags after --) or generate (the bare model.generate floor)"""
-    result: str
-    """JSON file to write"""
+class Completions:
+    """What every row of speed.py generates for a prompt, the same in all rows: k completions of L tokens. speed.py,
+    this file and trl_bench.py take these flags alike; speed.py passes its values on to each row's process."""
+    k: int = 4
+    """completions per prompt"""
+    max_new_tokens: int = 40
+    """completion length L (forced unless --free-length)"""
     free_length: bool = False
     """let completions stop at EOS (false: every completion is forced to its full length)"""
+
+
+@dataclass
+class Args:
+    mode: str
+    """ours (train.main on the flags after --, which give its k and L) or generate (the bare model.generate floor)"""
+    result: str
+    """JSON file to write"""
     policy: str = ""
     """generate: model folder"""
     prompts_file: str = ""
     """generate: JSON {prompts: [[text, ...] per iteration]}"""
-    k: int = 4
-    """generate: completions per prompt"""
-    max_new_tokens: int = 40
-    """generate: completion length"""
     temperature: float = 1.0
     """generate: sampling temperature"""
     iterations: int = 10
@@ -119,11 +125,11 @@ class GenerateClock:
 
 # ----------------------------------------------------------------------------- modes
 
-def run_ours(opts: Args, train_flags: list) -> dict:
+def run_ours(completions: Completions, train_flags: list) -> dict:
     """train.main on the given flags, one record per iteration."""
     import rollout
     import train
-    clock = GenerateClock(not opts.free_length)
+    clock = GenerateClock(not completions.free_length)
     marks, records = {}, []
     outer = {"s": 0.0, "gen_cpu": 0.0, "cpu": time.process_time()}
 
@@ -163,22 +169,22 @@ def run_ours(opts: Args, train_flags: list) -> dict:
     return {"iterations": records, **marks, "method": args.method}
 
 
-def run_generate(opts: Args) -> dict:
+def run_generate(opts: Args, completions: Completions) -> dict:
     """A bare `model.generate` per iteration on the same prompts, k and length as the loop."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-    clock = GenerateClock(not opts.free_length)
+    clock = GenerateClock(not completions.free_length)
     tok = AutoTokenizer.from_pretrained(opts.policy)
     model = AutoModelForCausalLM.from_pretrained(opts.policy).eval()
     with open(opts.prompts_file) as f:
         prompts = json.load(f)["prompts"]                                       # (iterations, G) text
     config = GenerationConfig(do_sample=True, temperature=opts.temperature, top_k=None, top_p=None,
-                              max_new_tokens=opts.max_new_tokens, pad_token_id=tok.pad_token_id,
+                              max_new_tokens=completions.max_new_tokens, pad_token_id=tok.pad_token_id,
                               eos_token_id=tok.eos_token_id)
-    inputs = []
+    inputs, k = [], completions.k
     for texts in prompts[:opts.iterations]:
         enc = tok(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
-        inputs.append((enc.input_ids.repeat_interleave(opts.k, 0), enc.attention_mask.repeat_interleave(opts.k, 0)))
+        inputs.append((enc.input_ids.repeat_interleave(k, 0), enc.attention_mask.repeat_interleave(k, 0)))
     marks, records = {"rss_start_mb": reset_peak()}, []
     with torch.no_grad():
         for it, (ids, mask) in enumerate(inputs):
@@ -194,12 +200,13 @@ def run_generate(opts: Args) -> dict:
 def main():
     argv = sys.argv[1:]
     train_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    parser = cli.dataclass_parser(Args, __doc__.split("\n\n")[0], positional=("mode",))
-    opts = Args(**vars(parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)))
+    parser = cli.dataclass_parser((Args, Completions), __doc__.split("\n\n")[0], positional=("mode",))
+    flags = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    opts, completions = cli.split(flags, Args), cli.split(flags, Completions)
     if opts.mode not in MODES:
         raise SystemExit(f"mode {opts.mode!r}: expected one of {', '.join(MODES)}")
     os.chdir(ROOT)
-    result = run_ours(opts, train_flags) if opts.mode == "ours" else run_generate(opts)
+    result = run_ours(completions, train_flags) if opts.mode == "ours" else run_generate(opts, completions)
     with open(opts.result, "w") as f:
         json.dump(result, f)
 

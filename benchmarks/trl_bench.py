@@ -42,7 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 
 import cli                                                      # noqa: E402
 import tasks                                                    # noqa: E402
-from speed_worker import GenerateClock, reset_peak, rss_mb      # noqa: E402
+from speed_worker import Completions, GenerateClock, reset_peak, rss_mb   # noqa: E402
 
 
 @dataclass
@@ -55,10 +55,6 @@ class Args:
     """JSON {prompts, answers}: lists per iteration"""
     result: str
     """JSON file to write"""
-    k: int = 4
-    """completions per prompt (num_generations)"""
-    max_new_tokens: int = 40
-    """completion length (max_completion_length)"""
     lr: float = 1e-5
     """learning rate"""
     micro_batch: int = 64
@@ -67,8 +63,6 @@ class Args:
     """optimizer steps (warm-up included)"""
     temperature: float = 1.0
     """sampling temperature"""
-    free_length: bool = False
-    """let completions stop at EOS (false: every completion is forced to its full length)"""
     out: str = "runs/bench/trl"
     """TRL's output_dir (no checkpoints are saved)"""
 
@@ -96,17 +90,19 @@ class StepTimer(TrainerCallback):
 
 
 def main():
-    opts = Args(**vars(cli.dataclass_parser(Args, __doc__.split("\n\n")[0]).parse_args()))
+    flags = cli.dataclass_parser((Args, Completions), __doc__.split("\n\n")[0]).parse_args()
+    opts, completions = cli.split(flags, Args), cli.split(flags, Completions)
     cli.check_choices(opts, {"trainer": ("grpo", "rloo")})
+    k, length = completions.k, completions.max_new_tokens
     os.chdir(ROOT)
 
     with open(opts.prompts_file) as f:
         data = json.load(f)
     prompts, answers = data["prompts"][:opts.iterations], data["answers"][:opts.iterations]
     n_prompts = len(prompts[0])
-    batch = n_prompts * opts.k                                               # completions per optimizer step
+    batch = n_prompts * k                                                    # completions per optimizer step
     micro = min(opts.micro_batch, batch)
-    if batch % micro or micro % opts.k:
+    if batch % micro or micro % k:
         raise SystemExit(f"prompts x k = {batch} must be a multiple of the micro-batch {micro}, itself a multiple of k")
     dataset = Dataset.from_dict({"prompt": [t for it in prompts for t in it], "answer": [a for it in answers for a in it]})
 
@@ -121,9 +117,9 @@ def main():
         use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
         learning_rate=opts.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,
-        max_steps=opts.iterations, num_generations=opts.k, max_completion_length=opts.max_new_tokens,
+        max_steps=opts.iterations, num_generations=k, max_completion_length=length,
         temperature=opts.temperature, top_k=0, top_p=1.0, shuffle_dataset=False,
-        generation_kwargs=None if opts.free_length else {"min_new_tokens": opts.max_new_tokens},
+        generation_kwargs=None if completions.free_length else {"min_new_tokens": length},
         beta=0.0, num_iterations=1, epsilon=0.2, use_vllm=False, log_completions=False,
     )
     if opts.trainer == "grpo":

@@ -93,6 +93,24 @@ def test_a_positional_without_a_default_is_required(capsys):
     assert "required: mode" in capsys.readouterr().err
 
 
+def test_a_subclass_takes_the_flags_of_its_base_with_their_help():
+    """speed.py's `Args(Completions)`: the inherited fields come first, each with the help written under it."""
+    @dataclass
+    class Base:
+        k: int = 4
+        """completions per prompt"""
+
+    @dataclass
+    class Child(Base):
+        quick: bool = False
+        """a smoke run"""
+
+    parser = cli.dataclass_parser(Child, "test")
+    assert "completions per prompt" in parser.format_help() and "a smoke run" in parser.format_help()
+    assert Child(**vars(parser.parse_args(["--quick", "--k", "2"]))) == Child(k=2, quick=True)
+    assert "completions per prompt" in cli.dataclass_parser(speed.Args, "test").format_help()
+
+
 def test_check_choices_names_the_flag_the_value_and_the_choices():
     cli.check_choices(parse(), {"name": ("x", "y")})
     with pytest.raises(SystemExit, match=r"--name 'z': expected one of x, y"):
