@@ -153,6 +153,8 @@ class Args:
     """PRM learning rate (AdamW)"""
     reduce: str = "sum"
     """R_phi(tau) from token rewards: sum | mean"""
+    partition: str = "uniform"
+    """Eqn 5's log Z: uniform (the paper's, weights exp(R)/pi_theta) | policy (log E_pi[exp R]: R learns log p_E/pi_theta)"""
     pseudo_expert: str = "paper"
     """paper: correct rollouts move to the expert side of Eqn 5; both: they also stay policy samples; off"""
     prm_grad_clip: float = 10.0
@@ -224,7 +226,7 @@ def parse_args(argv=None) -> Args:
 
 CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts", "kto", "tango"),
            "estimator": ("rloo", "grpo", "reinforce", "ppo"),
-           "reduce": ("sum", "mean"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
+           "reduce": ("sum", "mean"), "partition": ("uniform", "policy"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
            "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
             "oversample": 1, "micro_batch": 1, "micro_batch_tokens": 1, "ppo_epochs": 1, "minibatches": 1,
@@ -306,10 +308,10 @@ def prm_update(prm, prm_opt, experts, rolls, logp_tau, correct, args):
     correct_all = all_gather(correct)                                           # (N * W,)
     if args.pseudo_expert == "both":                                            # correct: expert side AND policy sample
         loss, stats = irl.repirl_loss(torch.cat([R_E_all, R_all[correct_all]]), R_all, all_gather(logp_tau),
-                                      torch.ones_like(correct_all))
+                                      torch.ones_like(correct_all), args.partition)
     else:                                                                       # paper: ~correct are the policy samples
         is_policy = ~correct_all if args.pseudo_expert == "paper" else torch.ones_like(correct_all)
-        loss, stats = irl.repirl_loss(R_E_all, R_all, all_gather(logp_tau), is_policy)
+        loss, stats = irl.repirl_loss(R_E_all, R_all, all_gather(logp_tau), is_policy, args.partition)
     dR_E, dR = torch.autograd.grad(loss, [R_E_all, R_all])                      # d(-J)/dR_phi per trajectory
     dR_E, dR = dR_E.view(WORLD, -1)[RANK], dR.view(WORLD, -1)[RANK]             # this rank's slices
 

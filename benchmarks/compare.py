@@ -48,6 +48,7 @@ METHODS = {                                       # key -> (row name, train.py f
                      ["--method", "rloo", "--entropy", "return", "--ent-coef", "0.1"]),
     "repirl-maxent": ("rePIRL, entropy in the return (ent_coef = alpha), pseudo-expert both",
                       ["--method", "repirl", "--entropy", "return", "--ent-coef", "0.1", "--pseudo-expert", "both"]),
+    "repirl-policy": ("rePIRL, log Z under the policy (--partition policy)", ["--method", "repirl", "--partition", "policy"]),
     "repirl": ("rePIRL", ["--method", "repirl"]),
 }
 

@@ -117,7 +117,7 @@ def check_expert(out, procs, start):
 
 def check_gsm8k(out, procs, start):
     """GSM8K-shaped local files in the plain prompt style (183 to 246 tokens: none over 300), group filtering
-    and the 'both' pseudo-expert form."""
+    and the 'both' pseudo-expert form with Eqn 5's log Z under the policy."""
     assert (out / "ckpt-000002" / "prm").exists() and "held-out greedy accuracy" in procs[0].stdout
 
 
@@ -151,7 +151,7 @@ RUNS = {
                       "--bc-lr", "1e-3", "--bc-batch", "16"]], check_expert),
     "gsm8k": ([["--task", "gsm8k", "--data", "{fixtures}/gsm8k_train.jsonl", "--test-data",
                 "{fixtures}/gsm8k_test.jsonl", "--prompts", "2", "--filter-groups", "mixed", "--pseudo-expert", "both",
-                "--prompt-style", "plain", "--max-prompt-tokens", "300"]], check_gsm8k),
+                "--partition", "policy", "--prompt-style", "plain", "--max-prompt-tokens", "300"]], check_gsm8k),
 }
 
 

@@ -1,15 +1,17 @@
 """Eqn 5 and behaviour cloning against brute-force references."""
 import math
 
+import pytest
 import torch
 
 import irl
 
 
-def brute_force_grad(R_E, R, logp, is_policy):
-    """mean_i dR(expert_i) - sum_j w_j dR(policy_j), written out per trajectory (Eqns 3-4)."""
+def brute_force_grad(R_E, R, logp, is_policy, partition="uniform"):
+    """mean_i dR(expert_i) - sum_j w_j dR(policy_j), written out per trajectory (Eqns 3-4); the weights
+    w_j are proportional to exp(R_j) / pi_j (uniform) or to exp(R_j) (policy)."""
     expert = torch.cat([R_E, R[~is_policy]])
-    log_w = (R - logp)[is_policy]
+    log_w = (R - logp)[is_policy] if partition == "uniform" else R[is_policy]
     w = [math.exp(v) for v in log_w.tolist()]
     w = [v / sum(w) for v in w]
     g_E = torch.full_like(R_E, -1 / len(expert))        # gradient of -J
@@ -19,21 +21,39 @@ def brute_force_grad(R_E, R, logp, is_policy):
     return g_E, g
 
 
-def grads(R_E, R, logp, is_policy):
+def grads(R_E, R, logp, is_policy, partition="uniform"):
     R_E, R = R_E.clone().requires_grad_(), R.clone().requires_grad_()
-    loss, stats = irl.repirl_loss(R_E, R, logp, is_policy)
+    loss, stats = irl.repirl_loss(R_E, R, logp, is_policy, partition)
     loss.backward()
     return loss, stats, R_E.grad, R.grad
 
 
-def test_gradient_is_importance_weighted_difference():
+@pytest.mark.parametrize("partition", ["uniform", "policy"])
+def test_gradient_is_importance_weighted_difference(partition):
     torch.manual_seed(0)
     R_E, R, logp = torch.randn(3, dtype=torch.float64), torch.randn(8, dtype=torch.float64), -5 * torch.rand(8, dtype=torch.float64)
     is_policy = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
-    _, _, gE, g = grads(R_E, R, logp, is_policy)
-    rE, r = brute_force_grad(R_E, R, logp, is_policy)
+    _, _, gE, g = grads(R_E, R, logp, is_policy, partition)
+    rE, r = brute_force_grad(R_E, R, logp, is_policy, partition)
     torch.testing.assert_close(gE, rE)
     torch.testing.assert_close(g, r)
+
+
+def test_policy_partition_is_the_donsker_varadhan_bound_maximised_at_the_log_density_ratio():
+    """With partition="policy", -loss = mean_E R - log mean_pi exp(R) never exceeds KL(p_E || pi), and
+    reaches it at R = log p_E / pi, whatever log pi_theta(tau) is passed: brute force on 3 trajectories."""
+    p_E, pi = torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64), torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64)
+    kl = (p_E * (p_E / pi).log()).sum()
+    # exact expectations: 1000 samples of each side in the proportions of p_E and pi
+    expert_idx = torch.repeat_interleave(torch.arange(3), (1000 * p_E).round().long())
+    policy_idx = torch.repeat_interleave(torch.arange(3), (1000 * pi).round().long())
+    is_policy = torch.ones(len(policy_idx), dtype=torch.bool)
+    logp = torch.randn(len(policy_idx), dtype=torch.float64) * 10            # ignored by this partition
+    for R3 in [(p_E / pi).log() + 2.0, torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, -1.0, 0.5]).double()]:
+        loss, _ = irl.repirl_loss(R3[expert_idx], R3[policy_idx], logp, is_policy, "policy")
+        assert -loss.item() <= kl.item() + 1e-9
+    loss, _ = irl.repirl_loss(((p_E / pi).log())[expert_idx], ((p_E / pi).log())[policy_idx], logp, is_policy, "policy")
+    assert -loss.item() == pytest.approx(kl.item(), abs=1e-9)
 
 
 def test_loss_value_is_minus_J():

@@ -119,7 +119,7 @@ def reward_step(model, args, experts, rolls, logp_old, ref=None, policy=None, to
 
 # ----------------------------------------------------------------------------- rePIRL's PRM step (Eqn 5)
 
-def eqn5_reference(prm, experts, rolls, logp_old, routing: str, reduce: str):
+def eqn5_reference(prm, experts, rolls, logp_old, routing: str, reduce: str, partition: str = "uniform"):
     """-J of Eqn 5 on the whole batch, in one pass, with the rollouts routed as --pseudo-expert says."""
     R_E = prm_lib.trajectory_reward(prm_lib.token_rewards(prm, experts.ids, experts.attention_mask,
                                                           experts.completion_mask), experts.completion_mask, reduce)  # (E,)
@@ -128,24 +128,28 @@ def eqn5_reference(prm, experts, rolls, logp_old, routing: str, reduce: str):
     logp_tau = (logp_old * rolls.completion_mask).sum(-1)                         # (N,) log pi_theta(tau)
     correct = R_O > 0.5                                                           # (N,)
     if routing == "paper":          # correct rollouts are expert samples, only the failed ones policy samples
-        return irl.repirl_loss(R_E, R, logp_tau, ~correct)[0]
+        return irl.repirl_loss(R_E, R, logp_tau, ~correct, partition)[0]
     if routing == "off":            # every rollout is a policy sample
-        return irl.repirl_loss(R_E, R, logp_tau, torch.ones_like(correct))[0]
+        return irl.repirl_loss(R_E, R, logp_tau, torch.ones_like(correct), partition)[0]
     # both: correct rollouts join the expert side and stay policy samples
-    return irl.repirl_loss(torch.cat([R_E, R[correct]]), R, logp_tau, torch.ones_like(correct))[0]
+    return irl.repirl_loss(torch.cat([R_E, R[correct]]), R, logp_tau, torch.ones_like(correct), partition)[0]
 
 
-@pytest.mark.parametrize("routing, reduce, budget", [("paper", "sum", MB), ("both", "sum", MB), ("off", "mean", MB),
-                                                     ("paper", "sum", 10**6), ("both", "mean", 10**6)])
-def test_prm_step_takes_the_gradient_of_eqn5_with_the_pseudo_expert_routing(small, routing, reduce, budget):
-    """In micro-batches (R_phi recomputed under grad, slices put together) and in one pass (R_phi once)."""
+@pytest.mark.parametrize("routing, reduce, budget, partition", [
+    ("paper", "sum", MB, "uniform"), ("both", "sum", MB, "uniform"), ("off", "mean", MB, "uniform"),
+    ("paper", "sum", 10**6, "uniform"), ("both", "mean", 10**6, "uniform"),
+    ("paper", "sum", MB, "policy"), ("both", "sum", 10**6, "policy")])
+def test_prm_step_takes_the_gradient_of_eqn5_with_the_pseudo_expert_routing(small, routing, reduce, budget, partition):
+    """In micro-batches (R_phi recomputed under grad, slices put together) and in one pass (R_phi once),
+    with the paper's partition estimate and with --partition policy."""
     tok, path = small
     experts, rolls = batches(tok)
     logp_old = fake_logp(rolls)                                                   # (N, T)
     prm = load_prm(path)
     reference = copy.deepcopy(prm)
-    eqn5_reference(reference, experts, rolls, logp_old, routing, reduce).backward()
-    args = train.Args(pseudo_expert=routing, reduce=reduce, prm_grad_clip=1e9, micro_batch_tokens=budget)
+    eqn5_reference(reference, experts, rolls, logp_old, routing, reduce, partition).backward()
+    args = train.Args(pseudo_expert=routing, reduce=reduce, prm_grad_clip=1e9, micro_batch_tokens=budget,
+                      partition=partition)
     assert (len(batching.micro_batches(rolls, args)) > 1) == (budget == MB)
     stats = reward_step(prm, args, experts, rolls, logp_old)
     assert_same_grads(grads(prm), grads(reference))
