@@ -10,6 +10,8 @@ PRM's AUC and the wall time per run.
     python benchmarks/compare.py                              # every method (hours on 2 CPU cores)
     python benchmarks/compare.py --quick                      # 1 seed, 20 iterations: a smoke run in minutes
     python benchmarks/compare.py --extra "--n-terms 4"        # another setting, same flags for every method
+    python benchmarks/compare.py --methods bc,rloo,repirl,repirl-policy --iterations 100 \
+        --extra "--bc-stop-early 0.99" --out runs/compare-sparse   # the README's sparse-outcome comparison
 
 The table goes to <out>/table.md, every run's final metrics to <out>/results.json, and
 <out>/report.html draws held-out accuracy and the all-fail share against iteration for every
