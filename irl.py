@@ -69,8 +69,7 @@ def repirl_loss(R_E: torch.Tensor, R: torch.Tensor, logp: torch.Tensor, is_polic
     if partition not in ("uniform", "policy"):
         raise ValueError(f"partition {partition!r}: expected uniform or policy")
     R_expert = torch.cat([R_E, R[~is_policy]])                                  # (E',) expert + pseudo-expert
-    log_q = logp.detach() if partition == "uniform" else torch.zeros_like(R)    # (N,) log of 1 / weight
-    log_w = (R - log_q)[is_policy]                                              # (P,) log exp(R) / pi, or R
+    log_w = (R - logp.detach() if partition == "uniform" else R)[is_policy]     # (P,) log exp(R) / pi, or R
     if log_w.numel() == 0:                                                      # deviation 2
         return R.sum() * 0 + R_E.sum() * 0, {"irl/ess": 0.0, "irl/n_policy": 0}
     log_Z = torch.logsumexp(log_w, 0) - math.log(log_w.numel())                # log (1/P) sum_j exp(R_j) / pi_j

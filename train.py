@@ -154,7 +154,7 @@ class Args:
     reduce: str = "sum"
     """R_phi(tau) from token rewards: sum | mean"""
     partition: str = "uniform"
-    """Eqn 5's log Z: uniform (the paper's, weights exp(R)/pi_theta) | policy (log E_pi[exp R]: R learns log p_E/pi_theta)"""
+    """Eqn 5's log Z: uniform (the paper's: weights exp(R)/pi_theta) | policy (log E_pi[exp R]; irl.py)"""
     pseudo_expert: str = "paper"
     """paper: correct rollouts move to the expert side of Eqn 5; both: they also stay policy samples; off"""
     prm_grad_clip: float = 10.0
@@ -226,8 +226,9 @@ def parse_args(argv=None) -> Args:
 
 CHOICES = {"method": ("repirl", "rloo", "prm-only", "bc", "airl", "prime", "mcts", "kto", "tango"),
            "estimator": ("rloo", "grpo", "reinforce", "ppo"),
-           "reduce": ("sum", "mean"), "partition": ("uniform", "policy"), "pseudo_expert": ("paper", "both", "off"), "entropy": ("bonus", "return"),
-           "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"), "filter_groups": tuple(tasks.GROUP_FILTERS)}
+           "reduce": ("sum", "mean"), "partition": ("uniform", "policy"), "pseudo_expert": ("paper", "both", "off"),
+           "entropy": ("bonus", "return"), "train_on": ("train", "test"), "airl_form": ("airl", "sigmoid"),
+           "filter_groups": tuple(tasks.GROUP_FILTERS)}
 AT_LEAST = {"k": 1, "prompts": 1, "iterations": 0, "max_new_tokens": 1, "max_prompt_tokens": 0, "gen_chunk": 0,
             "oversample": 1, "micro_batch": 1, "micro_batch_tokens": 1, "ppo_epochs": 1, "minibatches": 1,
             "bc_steps": 0, "bc_batch": 1, "save_every": 1, "keep": 1, "max_bad_steps": 1, "log_samples": 0, "eval_every": 0,

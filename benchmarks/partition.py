@@ -30,7 +30,7 @@ import rollout  # noqa: E402
 import train  # noqa: E402
 from batching import prm_rewards  # noqa: E402
 from checkpoint import checkpoints  # noqa: E402
-from loop_data import load_task, load_tokenizer, sample_groups  # noqa: E402
+from loop_data import load_task, load_tokenizer, outcome_rewards, sample_groups  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from warmstart import warm_start  # noqa: E402
 
@@ -38,7 +38,7 @@ from warmstart import warm_start  # noqa: E402
 @dataclass
 class Args:
     rank: str = ""
-    """comma-separated run folders whose last PRMs rank the same warm-start rollouts (empty: the weights at R_phi = 0)"""
+    """comma-separated run folders whose last PRMs rank the same rollouts (empty: the weights at R_phi = 0)"""
 
 
 def goes_on(completions: list[str]) -> torch.Tensor:
@@ -54,14 +54,15 @@ def weight_shares(policy, tok, task, args, batches: int = 8):
         logp_tau = (rolls.logp * rolls.completion_mask).sum(-1)                 # (N,) log pi_theta(tau)
         failed, on = r_o < 0.5, goes_on(rolls.completions)                      # (N,), (N,)
         w = (-logp_tau[failed]).softmax(0)                                      # (P,) exp(R - log pi), R = 0
-        n, n_on, weight_on = n + failed.sum().item(), n_on + on[failed].sum().item(), weight_on + w[on[failed]].sum().item()
+        n, n_on = n + failed.sum().item(), n_on + on[failed].sum().item()
+        weight_on += w[on[failed]].sum().item()
     return n_on / n, weight_on / batches
 
 
 def ranking(run: str, rolls, r_o, on, k: int, args):
     """Pairs (goes on, stops early) of failed rollouts of one prompt ranked right by the run's PRM, and its AUC."""
     prm = prm_lib.load_prm(os.path.join(checkpoints(run)[-1], "prm")).eval()
-    R = (prm_rewards(prm, rolls, args) * rolls.completion_mask).sum(-1)         # (N,) R_phi(tau)
+    R = prm_lib.trajectory_reward(prm_rewards(prm, rolls, args), rolls.completion_mask, args.reduce)  # (N,) R_phi(tau)
     right = pairs = 0
     for g in range(len(R) // k):
         rows = slice(g * k, (g + 1) * k)
@@ -87,12 +88,13 @@ def main():
     k, examples = 8, task.test[:100]
     torch.manual_seed(0)
     rolls = rollout.generate(policy, tok, [task.render(ex, tok) for ex in examples], k, args.max_new_tokens, 1.0)
-    r_o = torch.tensor([task.reward(c, examples[i // k]) for i, c in enumerate(rolls.completions)])
+    r_o = torch.tensor(outcome_rewards(task, rolls.completions, [examples[i // k] for i in range(len(rolls))]))
     on = goes_on(rolls.completions)
     print(f"warm start rollouts: accuracy {r_o.mean():.3f}, going on {on.float().mean():.3f}")
     for run in runs:
         right, pairs, auc = ranking(run, rolls, r_o, on, k, args)
-        print(f"{run}: pairs ranked right {right}/{pairs} = {right / max(pairs, 1):.3f}; AUC correct vs wrong {auc:.3f}")
+        print(f"{run}: pairs ranked right {right}/{pairs} = {right / max(pairs, 1):.3f}; "
+              f"AUC correct vs wrong {auc:.3f}")
 
 
 if __name__ == "__main__":
