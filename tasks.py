@@ -133,11 +133,20 @@ class Arithmetic:
         return ex.prompt + "\n"
 
     @staticmethod
-    def stop_early(ex: Example) -> str:
-        """A careless teacher's trajectory: the expert's first step, then its value as the answer
-        ("37+25=62. Answer: 62"), which is wrong whenever more terms follow."""
-        first = ex.solution.split(". ")[0]
-        return f"{first}. Answer: {first.split('=')[1]}"
+    def stop_early(ex: Example, steps: int = 1) -> str:
+        """A careless teacher's trajectory: the expert's first `steps` steps, then the last one's value as
+        the answer ("37+25=62. Answer: 62"), which is wrong whenever more terms follow."""
+        kept = ex.solution.split(". ")[:steps]
+        return ". ".join(kept) + f". Answer: {kept[-1].split('=')[1]}"
+
+    def careless(self, ex: Example, rng: random.Random, p: float) -> Example:
+        """The careless teacher's demonstration of `ex`: after each step but the last it stops with
+        probability p (`stop_early`). With 3 terms that is a share p of demonstrations stopping after the
+        first step; with n terms a share (1 - p)^(n - 2) writes every step."""
+        for steps in range(1, self.n_terms - 1):
+            if rng.random() < p:
+                return dataclasses.replace(ex, solution=self.stop_early(ex, steps))
+        return ex
 
     def final_answer(self, completion: str) -> str | None:
         """The answer the reward reads: N of a last 'Answer: N' (None: there is none)."""

@@ -120,7 +120,8 @@ class Args:
     bc_batch: int = 64
     """expert trajectories per behaviour-cloning step of the warm start"""
     bc_stop_early: float = 0.9
-    """tiny default: fraction of the warm start's demonstrations that stop after the first step (a careless teacher)"""
+    """tiny default: chance that the warm start's careless teacher answers after each step but the last (3 terms: the
+    share of demonstrations that stop after the first step)"""
 
     iterations: int = 150
     """iterations of Algorithm 1"""

@@ -3,11 +3,11 @@
 The paper starts from instruct or base models that can already reason; the embedded tiny model starts
 from nothing, so `python train.py` first clones demonstrations for --bc-steps (warmup, then cosine
 decay of --bc-lr) and caches the policy, with its AdamW state, in a folder under --cache named by a
-hash of what it depends on (`warm_start_path`). On the arithmetic task a share --bc-stop-early of the
-demonstrations come from a careless teacher that answers after the first step (`careless_share`), so
-the warm policy has one coherent habit to unlearn (README).
+hash of what it depends on (`warm_start_path`). On the arithmetic task the demonstrations come from a
+careless teacher that, after each step but the last, answers that step's value with probability
+--bc-stop-early (`tasks.Arithmetic.careless`; with the default 3 terms a share p of demonstrations stop
+after the first step), so the warm policy has one coherent habit to unlearn (README).
 """
-import dataclasses
 import hashlib
 import json
 import math
@@ -27,7 +27,7 @@ from loop_data import expert_batch
 
 def careless_share(args, task) -> float:
     """--bc-stop-early where the task has a careless teacher (the arithmetic task), else 0."""
-    return args.bc_stop_early if hasattr(task, "stop_early") else 0.0
+    return args.bc_stop_early if hasattr(task, "careless") else 0.0
 
 
 def warm_start_path(args, task) -> str:
@@ -35,13 +35,15 @@ def warm_start_path(args, task) -> str:
     stop_early = careless_share(args, task)
     settings = {k: getattr(args, k) for k in ("task", "data", "expert", "n_terms", "lo", "hi", "seed", "bc_steps",
                                               "bc_lr", "bc_batch")} | ({"bc_stop_early": stop_early} if stop_early else {})
+    if stop_early and args.n_terms > 3:       # the teacher may stop after any step (it once stopped after the first only)
+        settings["careless"] = "each step"
     key = json.dumps(settings, sort_keys=True)
     return os.path.join(args.cache, "tiny-bc-" + hashlib.sha256(key.encode()).hexdigest()[:12])
 
 
 def warm_start(args, task) -> str:
     """The tiny default policy: behaviour cloning from scratch for `bc_steps`, cached by its settings. With
-    --bc-stop-early p, a share p of the demonstrations come from the task's careless teacher (`stop_early`)."""
+    --bc-stop-early p, the demonstrations come from the task's careless teacher (`careless`)."""
     path, stop_early = warm_start_path(args, task), careless_share(args, task)
     if os.path.isdir(path):
         print0(f"warm start: reusing {path}")
@@ -55,8 +57,7 @@ def warm_start(args, task) -> str:
     for step in bar:
         examples = rng.choices(task.train, k=args.bc_batch)
         if stop_early:                                                          # the careless teacher's share
-            examples = [dataclasses.replace(ex, solution=task.stop_early(ex)) if rng.random() < stop_early else ex
-                        for ex in examples]
+            examples = [task.careless(ex, rng, stop_early) for ex in examples]
         stats = bc_step(policy, opt, expert_batch(tok, task, examples[RANK::WORLD]).to(DEVICE), args, grad_clip=1.0)
         sched.step()
         bar.set_postfix(nll=f"{stats['bc/nll']:.3f}")

@@ -7,8 +7,10 @@ switched to offline mode for every test, and the one test of the default hub sou
 
 Run: python -m pytest tests/test_tasks.py -q   (CPU, no downloads, seconds)
 """
+import collections
 import logging
 import os
+import random
 import sys
 
 import datasets
@@ -439,3 +441,20 @@ def test_the_careless_teacher_answers_after_the_first_step():
     assert task.reward(task.stop_early(ex), ex) == 0.0 and task.reward(ex.solution, ex) == 1.0
     for ex in task.test:                                                   # the expert's own first step, always
         assert task.stop_early(ex).split(". ")[0] == ex.solution.split(". ")[0]
+
+
+def test_the_careless_teacher_stops_after_each_step_with_probability_p():
+    """3 terms: one draw per demonstration, stop iff it is below p (the rule the default warm start was
+    cached under). 4 terms: stops after step 1 with p, after step 2 with (1 - p) p, else complete."""
+    three = tasks.Arithmetic(n_terms=3, lo=1, hi=9, n_test=5, seed=0)
+    rng, ref = random.Random(1), random.Random(1)
+    for ex in three.test * 40:
+        assert three.careless(ex, rng, 0.7).solution == (three.stop_early(ex) if ref.random() < 0.7 else ex.solution)
+    four = tasks.Arithmetic(n_terms=4, lo=1, hi=9, n_test=5, seed=0)
+    ex = tasks.Example(id="3+4-5+6", prompt="What is 3+4-5+6?", answer="8",
+                       solution="3+4=7. 7-5=2. 2+6=8. Answer: 8")
+    assert four.stop_early(ex, 2) == "3+4=7. 7-5=2. Answer: 2"
+    rng, n = random.Random(0), 20000
+    counts = collections.Counter(four.careless(ex, rng, 0.6).solution.count(". ") for _ in range(n))
+    for steps, p in {1: 0.6, 2: 0.4 * 0.6, 3: 0.4 * 0.4}.items():
+        assert abs(counts[steps] / n - p) < 0.015, (steps, counts)
