@@ -502,6 +502,22 @@ def test_warm_start_of_zero_steps_is_the_initial_model(tmp_path):
                        torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(path).parameters()]))
 
 
+def test_the_warm_start_clones_the_careless_teachers_demonstrations(tmp_path, monkeypatch):
+    """--bc-stop-early 1: every demonstration the warm start clones stops after the first step
+    ('a+b=c. Answer: c'); 0: every one is the expert's, all steps written."""
+    seen = []
+    real = warmstart.expert_batch
+    monkeypatch.setattr(warmstart, "expert_batch", lambda tok, task, exs: seen.append(exs) or real(tok, task, exs))
+    task = loop_data.load_task(train.parse_args(["--n-train", "100"]))
+    for p, steps in (("1", 1), ("0", 2)):
+        seen.clear()
+        args = train.parse_args(["--bc-steps", "2", "--bc-batch", "16", "--bc-stop-early", p,
+                                 "--cache", str(tmp_path / p)])
+        warmstart.warm_start(args, task)
+        assert [len(exs) for exs in seen] == [16, 16]
+        assert all(ex.solution.count(". ") == steps for exs in seen for ex in exs), p
+
+
 def test_the_loop_hands_eqn5_log_pi_of_the_rollouts_at_the_sampling_temperature(tmp_path, monkeypatch, small):
     """The importance weights' log pi_theta(tau) in the loop (recorded by the sampler) are the sampling
     policy's log-probs of each rollout at --temperature, summed over its completion tokens."""
