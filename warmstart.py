@@ -35,7 +35,7 @@ def warm_start_path(args, task) -> str:
     stop_early = careless_share(args, task)
     settings = {k: getattr(args, k) for k in ("task", "data", "expert", "n_terms", "lo", "hi", "seed", "bc_steps",
                                               "bc_lr", "bc_batch")} | ({"bc_stop_early": stop_early} if stop_early else {})
-    if stop_early and args.n_terms > 3:       # the teacher may stop after any step (it once stopped after the first only)
+    if stop_early and args.n_terms > 3:       # never one cached when the teacher stopped after step 1 only
         settings["careless"] = "each step"
     key = json.dumps(settings, sort_keys=True)
     return os.path.join(args.cache, "tiny-bc-" + hashlib.sha256(key.encode()).hexdigest()[:12])
