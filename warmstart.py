@@ -3,10 +3,9 @@
 The paper starts from instruct or base models that can already reason; the embedded tiny model starts
 from nothing, so `python train.py` first clones demonstrations for --bc-steps (warmup, then cosine
 decay of --bc-lr) and caches the policy, with its AdamW state, in a folder under --cache named by a
-hash of what it depends on (`warm_start_path`). On the arithmetic task the demonstrations come from a
-careless teacher that, after each step but the last, answers that step's value with probability
---bc-stop-early (`tasks.Arithmetic.careless`; with the default 3 terms a share p of demonstrations stop
-after the first step), so the warm policy has one coherent habit to unlearn (README).
+hash of what it depends on (`warm_start_path`). On the arithmetic task the demonstrations come from
+its careless teacher at --bc-stop-early (`tasks.Arithmetic.careless`), so the warm policy has one
+coherent habit to unlearn (README).
 """
 import hashlib
 import json
